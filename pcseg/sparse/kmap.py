@@ -1,0 +1,130 @@
+"""Kernel offsets and kernel maps (which input site feeds which output site through which weight).
+
+Offset order
+------------
+For a kernel of size ``(k1, ..., kD)`` the offsets along an axis are ``-(k//2) .. k//2`` for odd
+``k`` and ``0 .. k-1`` for even ``k`` (an even kernel is anchored at its lower corner, so a
+stride-2 kernel-2 convolution reads the 2^D children ``o + {0,1}^D`` of an output site). The K
+offsets are enumerated in row-major order over the axes (first axis slowest, last fastest), the
+order of a flattened dense ``conv{D}d`` weight ``(C_out, C_in, k1, ..., kD)``. Hence
+
+    dense_weight = sparse_weight.permute(2, 1, 0).reshape(C_out, C_in, k1, ..., kD)
+
+and a checkpoint from another library converts by permuting the K axis.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from functools import cached_property
+from itertools import product
+
+import torch
+from torch import Tensor
+
+from .coords import check_range, offset_keys, pack_keys
+
+__all__ = ["kernel_offsets", "KernelMap", "build_kernel_map", "SortedKeys"]
+
+
+def kernel_offsets(kernel_size: tuple[int, ...], device: torch.device | str = "cpu") -> Tensor:
+    """Offsets of a kernel in units of (input stride × dilation).
+
+    kernel_size: D-tuple. Returns (K, D) int64, K = prod(kernel_size), in the documented order.
+    """
+    axes = [range(-(k // 2), k // 2 + 1) if k % 2 else range(0, k) for k in kernel_size]
+    return torch.tensor(list(product(*axes)), dtype=torch.int64, device=device).reshape(-1, len(kernel_size))
+
+
+@dataclass(frozen=True)
+class SortedKeys:
+    """Keys of one coordinate set, sorted once for ``searchsorted`` look-ups.
+
+    keys: (N,) int64 sorted ascending; order: (N,) int64 row of each sorted key in the coords.
+    """
+
+    keys: Tensor
+    order: Tensor
+
+    @classmethod
+    def from_coords(cls, coords: Tensor) -> "SortedKeys":
+        keys, order = torch.sort(pack_keys(coords))
+        return cls(keys, order)
+
+    def lookup(self, query: Tensor) -> Tensor:
+        """Row of each query key in the coords, -1 where absent. query: any shape int64."""
+        if self.keys.numel() == 0:
+            return torch.full_like(query, -1)
+        pos = torch.searchsorted(self.keys, query).clamp_(max=self.keys.numel() - 1)
+        found = self.keys[pos] == query
+        return torch.where(found, self.order[pos], torch.full_like(pos, -1))
+
+
+@dataclass
+class KernelMap:
+    """Input→output pairs of a sparse convolution, grouped by kernel offset.
+
+    in_idx, out_idx: (P,) int64 pairs; the pairs of offset k are ``[ptr[k], ptr[k+1])``.
+    ptr: list of K+1 python ints. n_in, n_out: number of input and output sites.
+    identity: offset index whose pairs are exactly ``i → i`` for all sites (the centre of a
+    submanifold map), or -1; kernels use it to skip the gather and scatter.
+    """
+
+    in_idx: Tensor
+    out_idx: Tensor
+    ptr: list[int]
+    n_in: int
+    n_out: int
+    identity: int = -1
+
+    @property
+    def kernel_volume(self) -> int:
+        return len(self.ptr) - 1
+
+    def pairs(self, k: int) -> tuple[Tensor, Tensor]:
+        """(in_idx, out_idx) of offset k, each (P_k,) int64."""
+        s, e = self.ptr[k], self.ptr[k + 1]
+        return self.in_idx[s:e], self.out_idx[s:e]
+
+    def transposed(self) -> "KernelMap":
+        """The map of the transposed convolution: same pairs, input and output swapped."""
+        return KernelMap(self.out_idx, self.in_idx, self.ptr, self.n_out, self.n_in, self.identity)
+
+    @cached_property
+    def in_counts(self) -> Tensor:
+        """(n_in,) int64 number of pairs that read each input site."""
+        return torch.bincount(self.in_idx, minlength=self.n_in)
+
+    @cached_property
+    def out_counts(self) -> Tensor:
+        """(n_out,) int64 number of pairs that write each output site."""
+        return torch.bincount(self.out_idx, minlength=self.n_out)
+
+
+def build_kernel_map(in_keys: SortedKeys, out_coords: Tensor, kernel_size: tuple[int, ...],
+                     step: tuple[int, ...], same_sites: bool = False) -> KernelMap:
+    """Match every output site with its inputs at ``out + offset * step``.
+
+    in_keys: sorted keys of the input coords (N_in sites). out_coords: (N_out, 1+D) int32.
+    kernel_size, step: D-tuples; ``step = input tensor stride × dilation``.
+    same_sites: True when input and output coords are the same set in the same order
+    (submanifold): the centre offset is then marked as identity.
+    """
+    device = out_coords.device
+    offsets = kernel_offsets(kernel_size, device) * torch.tensor(step, dtype=torch.int64, device=device)
+    margin = int(offsets.abs().max()) if offsets.numel() else 0
+    check_range(out_coords, margin=margin)
+    out_keys = pack_keys(out_coords, check=False)
+    n_out = out_keys.shape[0]
+    n_in = in_keys.keys.shape[0]
+    k_vol = offsets.shape[0]
+    query = offset_keys(offsets)[:, None] + out_keys[None, :]          # (K, N_out)
+    rows = in_keys.lookup(query)                                        # (K, N_out), -1 = absent
+    hit = rows >= 0
+    k_idx, out_idx = hit.nonzero(as_tuple=True)                         # grouped by offset
+    in_idx = rows[k_idx, out_idx]
+    counts = torch.bincount(k_idx, minlength=k_vol)
+    ptr = [0] + torch.cumsum(counts, 0).tolist()
+    identity = -1
+    if same_sites and all(k % 2 == 1 for k in kernel_size):
+        identity = k_vol // 2
+    return KernelMap(in_idx, out_idx, ptr, n_in, n_out, identity)

@@ -1,0 +1,27 @@
+"""pcseg: label-efficient 3D point-cloud and multimodal segmentation."""
+from setuptools import find_packages, setup
+
+setup(
+    name="pcseg",
+    version="0.1.0",
+    description="Label-efficient 3D point-cloud and multimodal segmentation on a pure-PyTorch sparse core",
+    long_description=open("README.md", encoding="utf-8").read(),
+    long_description_content_type="text/markdown",
+    python_requires=">=3.10",
+    packages=find_packages(include=["pcseg", "pcseg.*"]),
+    install_requires=[
+        "torch>=2.1",
+        "numpy>=1.23",
+        "pyyaml>=6.0",
+        "tqdm>=4.60",
+        "plyfile>=1.0",
+        "pillow>=9.0",
+    ],
+    extras_require={
+        "test": ["pytest>=7.0", "pytest-xdist>=3.0", "scipy>=1.10"],
+        "vis": ["open3d>=0.17", "matplotlib>=3.5"],
+        "log": ["tensorboard>=2.10"],
+        "slidr": ["scikit-image>=0.21"],
+        "triton": ["triton>=3.0"],
+    },
+)

@@ -1,0 +1,40 @@
+"""Coordinate keys: round trip, ordering, overflow errors."""
+import pytest
+import torch
+
+from pcseg.sparse import CoordinateOverflowError, SparseConv, SparseTensor, pack_keys, unpack_keys
+from pcseg.sparse.coords import coord_range, offset_keys
+
+
+@pytest.mark.parametrize("dim", [2, 3, 4])
+def test_round_trip_and_lexicographic_order(dim):
+    low, high = coord_range(dim)
+    g = torch.Generator().manual_seed(dim)
+    c = torch.randint(low, high + 1, (1000, dim), generator=g)
+    c = torch.cat([torch.randint(0, 1024, (1000, 1), generator=g), c], 1).int()
+    keys = pack_keys(c)
+    assert torch.equal(unpack_keys(keys, dim), c)
+    order = torch.argsort(keys)
+    rows = [tuple(r) for r in c[order].tolist()]
+    assert rows == sorted(rows)
+
+
+def test_offset_keys_are_linear():
+    c = torch.tensor([[0, 5, -7, 100], [3, -20, 0, 1]], dtype=torch.int32)
+    o = torch.tensor([[1, -1, 2], [-3, 0, 0]])
+    for row in range(2):
+        shifted = c.clone()
+        shifted[:, 1:] += o[row].int()
+        assert torch.equal(pack_keys(shifted), pack_keys(c) + offset_keys(o)[row])
+
+
+def test_overflow_raises_never_wraps():
+    low, high = coord_range(3)
+    with pytest.raises(CoordinateOverflowError, match="axis 1"):
+        pack_keys(torch.tensor([[0, 0, high + 1, 0]]))
+    with pytest.raises(CoordinateOverflowError, match="batch index"):
+        pack_keys(torch.tensor([[1024, 0, 0, 0]]))
+    # in range, but a 3x3x3 kernel would step outside: caught when building the map
+    x = SparseTensor(torch.ones(1, 1), torch.tensor([[0, high, 0, 0]], dtype=torch.int32))
+    with pytest.raises(CoordinateOverflowError, match="kernel margin"):
+        SparseConv(1, 1, 3)(x)
