@@ -1,12 +1,12 @@
 """Sparse convolution and pooling on kernel maps: gather → GEMM → scatter per kernel offset.
 
-Each offset k multiplies the gathered input rows ``feats[in_idx_k]`` by ``weight[k]`` (C_in, C_out)
-and adds the result into ``out[out_idx_k]``. The identity offset of a submanifold map is a plain
-matrix product with no gather or scatter. The backward pass recomputes the gathers instead of
-storing them, so memory stays at the size of the features.
+All pairs' input rows are gathered once, each offset k multiplies its slice by ``weight[k]``
+(C_in, C_out) into one (P, C_out) buffer, and a cached sparse CSR matrix sums the buffer rows into
+their output sites (a segment sum: no atomics, the same result run to run). The identity offset of a
+submanifold map is a plain matrix product with no gather or scatter. Reductions accumulate in
+float32 under bf16/fp16 autocast. The backward pass recomputes the gathers instead of storing them.
 
-Everything here is plain torch and runs on any device. On CUDA, ``index_add_`` uses atomics, so
-sums are not bit-reproducible run to run there; on CPU they are.
+Everything here is plain torch and runs on CPU and CUDA tensors alike.
 """
 from __future__ import annotations
 
@@ -19,16 +19,23 @@ __all__ = ["sparse_conv", "sparse_pool", "global_pool"]
 
 
 def _conv_forward(feats: Tensor, weight: Tensor, kmap: KernelMap) -> Tensor:
-    out = feats.new_zeros((kmap.n_out, weight.shape[2]))
-    for k in range(kmap.kernel_volume):
-        if kmap.ptr[k] == kmap.ptr[k + 1]:
-            continue
-        if k == kmap.identity:
-            out.addmm_(feats, weight[k])
-            continue
-        in_idx, out_idx = kmap.pairs(k)
-        out.index_add_(0, out_idx, feats.index_select(0, in_idx) @ weight[k])
-    return out
+    """out = Σ_k scatter_k(gather_k(feats) @ weight[k]); feats (N_in, C_in), weight (K, C_in, C_out)."""
+    acc_dtype = torch.promote_types(feats.dtype, torch.float32)
+    out = None
+    if kmap.in_idx.numel():
+        gathered = feats.index_select(0, kmap.in_idx)                     # (P, C_in)
+        products = feats.new_empty((gathered.shape[0], weight.shape[2]))  # (P, C_out)
+        for k in range(kmap.kernel_volume):
+            s, e = kmap.ptr[k], kmap.ptr[k + 1]
+            if e > s:
+                torch.mm(gathered[s:e], weight[k], out=products[s:e])
+        out = kmap.reducer(acc_dtype) @ products.to(acc_dtype)            # deterministic segment sum
+    if kmap.identity >= 0:
+        centre = (feats @ weight[kmap.identity]).to(acc_dtype)
+        out = centre if out is None else out.add_(centre)
+    if out is None:
+        out = feats.new_zeros((kmap.n_out, weight.shape[2]), dtype=acc_dtype)
+    return out.to(feats.dtype)
 
 
 class _SparseConvFunction(torch.autograd.Function):
@@ -48,15 +55,15 @@ class _SparseConvFunction(torch.autograd.Function):
             grad_feats = _conv_forward(grad_out, weight.transpose(1, 2), kmap.transposed())
         if ctx.needs_input_grad[1]:
             grad_weight = torch.zeros_like(weight)
-            for k in range(kmap.kernel_volume):
-                if kmap.ptr[k] == kmap.ptr[k + 1]:
-                    continue
-                if k == kmap.identity:
-                    torch.mm(feats.t(), grad_out, out=grad_weight[k])
-                    continue
-                in_idx, out_idx = kmap.pairs(k)
-                torch.mm(feats.index_select(0, in_idx).t(), grad_out.index_select(0, out_idx),
-                         out=grad_weight[k])
+            if kmap.in_idx.numel():
+                gathered_in = feats.index_select(0, kmap.in_idx)
+                gathered_grad = grad_out.index_select(0, kmap.out_idx)
+                for k in range(kmap.kernel_volume):
+                    s, e = kmap.ptr[k], kmap.ptr[k + 1]
+                    if e > s:
+                        torch.mm(gathered_in[s:e].t(), gathered_grad[s:e], out=grad_weight[k])
+            if kmap.identity >= 0:
+                torch.mm(feats.t(), grad_out, out=grad_weight[kmap.identity])
         return grad_feats, grad_weight, None
 
 
@@ -82,6 +89,8 @@ def sparse_conv(feats: Tensor, weight: Tensor, kmap: KernelMap) -> Tensor:
 
 def sparse_pool(feats: Tensor, kmap: KernelMap, mode: str) -> Tensor:
     """Max or average pooling over a kernel map: feats (N_in, C) → (N_out, C)."""
+    if kmap.identity >= 0:
+        raise ValueError("pooling needs a strided kernel map (stride > 1), got a submanifold map")
     gathered = feats.index_select(0, kmap.in_idx)
     index = kmap.out_idx[:, None].expand_as(gathered)
     out = feats.new_zeros((kmap.n_out, feats.shape[1]))

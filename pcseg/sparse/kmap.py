@@ -14,8 +14,8 @@ and a checkpoint from another library converts by permuting the K axis.
 """
 from __future__ import annotations
 
+import warnings
 from dataclasses import dataclass
-from functools import cached_property
 from itertools import product
 
 import torch
@@ -65,8 +65,9 @@ class KernelMap:
 
     in_idx, out_idx: (P,) int64 pairs; the pairs of offset k are ``[ptr[k], ptr[k+1])``.
     ptr: list of K+1 python ints. n_in, n_out: number of input and output sites.
-    identity: offset index whose pairs are exactly ``i → i`` for all sites (the centre of a
-    submanifold map), or -1; kernels use it to skip the gather and scatter.
+    identity: index of an offset that maps every site i to itself (the centre of a submanifold
+    map), or -1. Its pairs are not stored (its range in ``ptr`` is empty): kernels apply it as a
+    plain matrix product without gather or scatter.
     """
 
     in_idx: Tensor
@@ -76,12 +77,15 @@ class KernelMap:
     n_out: int
     identity: int = -1
 
+    def __post_init__(self) -> None:
+        self._reducers: dict[torch.dtype, Tensor] = {}
+
     @property
     def kernel_volume(self) -> int:
         return len(self.ptr) - 1
 
     def pairs(self, k: int) -> tuple[Tensor, Tensor]:
-        """(in_idx, out_idx) of offset k, each (P_k,) int64."""
+        """(in_idx, out_idx) of offset k, each (P_k,) int64 (empty for the identity offset)."""
         s, e = self.ptr[k], self.ptr[k + 1]
         return self.in_idx[s:e], self.out_idx[s:e]
 
@@ -89,15 +93,23 @@ class KernelMap:
         """The map of the transposed convolution: same pairs, input and output swapped."""
         return KernelMap(self.out_idx, self.in_idx, self.ptr, self.n_out, self.n_in, self.identity)
 
-    @cached_property
-    def in_counts(self) -> Tensor:
-        """(n_in,) int64 number of pairs that read each input site."""
-        return torch.bincount(self.in_idx, minlength=self.n_in)
+    def reducer(self, dtype: torch.dtype = torch.float32) -> Tensor:
+        """(n_out, P) sparse CSR matrix of ones summing pair rows into their output site.
 
-    @cached_property
-    def out_counts(self) -> Tensor:
-        """(n_out,) int64 number of pairs that write each output site."""
-        return torch.bincount(self.out_idx, minlength=self.n_out)
+        ``reducer @ buf`` adds row p of a (P, C) buffer into row ``out_idx[p]``: a deterministic
+        segment sum (no atomics), cached per dtype.
+        """
+        if dtype not in self._reducers:
+            device = self.out_idx.device
+            order = torch.argsort(self.out_idx, stable=True)
+            crow = torch.zeros(self.n_out + 1, dtype=torch.int64, device=device)
+            crow[1:] = torch.cumsum(torch.bincount(self.out_idx, minlength=self.n_out), 0)
+            ones = torch.ones(order.numel(), dtype=dtype, device=device)
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", UserWarning)   # "sparse CSR support is in beta"
+                self._reducers[dtype] = torch.sparse_csr_tensor(crow, order, ones, (self.n_out, order.numel()),
+                                                                check_invariants=False)
+        return self._reducers[dtype]
 
 
 def build_kernel_map(in_keys: SortedKeys, out_coords: Tensor, kernel_size: tuple[int, ...],
@@ -120,11 +132,12 @@ def build_kernel_map(in_keys: SortedKeys, out_coords: Tensor, kernel_size: tuple
     query = offset_keys(offsets)[:, None] + out_keys[None, :]          # (K, N_out)
     rows = in_keys.lookup(query)                                        # (K, N_out), -1 = absent
     hit = rows >= 0
+    identity = -1
+    if same_sites and all(k % 2 == 1 for k in kernel_size):
+        identity = k_vol // 2                                           # offset 0: i -> i
+        hit[identity] = False
     k_idx, out_idx = hit.nonzero(as_tuple=True)                         # grouped by offset
     in_idx = rows[k_idx, out_idx]
     counts = torch.bincount(k_idx, minlength=k_vol)
     ptr = [0] + torch.cumsum(counts, 0).tolist()
-    identity = -1
-    if same_sites and all(k % 2 == 1 for k in kernel_size):
-        identity = k_vol // 2
     return KernelMap(in_idx, out_idx, ptr, n_in, n_out, identity)
