@@ -79,6 +79,7 @@ class KernelMap:
 
     def __post_init__(self) -> None:
         self._reducers: dict[torch.dtype, Tensor] = {}
+        self._transposed: KernelMap | None = None
 
     @property
     def kernel_volume(self) -> int:
@@ -90,8 +91,11 @@ class KernelMap:
         return self.in_idx[s:e], self.out_idx[s:e]
 
     def transposed(self) -> "KernelMap":
-        """The map of the transposed convolution: same pairs, input and output swapped."""
-        return KernelMap(self.out_idx, self.in_idx, self.ptr, self.n_out, self.n_in, self.identity)
+        """The map of the transposed convolution: same pairs, input and output swapped (cached)."""
+        if self._transposed is None:
+            self._transposed = KernelMap(self.out_idx, self.in_idx, self.ptr, self.n_out, self.n_in, self.identity)
+            self._transposed._transposed = self
+        return self._transposed
 
     def reducer(self, dtype: torch.dtype = torch.float32) -> Tensor:
         """(n_out, P) sparse CSR matrix of ones summing pair rows into their output site.
@@ -125,19 +129,24 @@ def build_kernel_map(in_keys: SortedKeys, out_coords: Tensor, kernel_size: tuple
     offsets = kernel_offsets(kernel_size, device) * torch.tensor(step, dtype=torch.int64, device=device)
     margin = int(offsets.abs().max()) if offsets.numel() else 0
     check_range(out_coords, margin=margin)
-    out_keys = pack_keys(out_coords, check=False)
-    n_out = out_keys.shape[0]
+    n_out = out_coords.shape[0]
     n_in = in_keys.keys.shape[0]
     k_vol = offsets.shape[0]
-    query = offset_keys(offsets)[:, None] + out_keys[None, :]          # (K, N_out)
-    rows = in_keys.lookup(query)                                        # (K, N_out), -1 = absent
-    hit = rows >= 0
-    identity = -1
-    if same_sites and all(k % 2 == 1 for k in kernel_size):
-        identity = k_vol // 2                                           # offset 0: i -> i
-        hit[identity] = False
-    k_idx, out_idx = hit.nonzero(as_tuple=True)                         # grouped by offset
+    symmetric = same_sites and all(k % 2 == 1 for k in kernel_size)
+    # Submanifold maps are symmetric: offset K-1-k is -offset_k, whose pairs are those of k swapped.
+    # So only the first half is searched; the centre is the identity and stores no pairs.
+    searched = k_vol // 2 if symmetric else k_vol
+    query = offset_keys(offsets[:searched])[:, None] + pack_keys(out_coords, check=False)[None, :]
+    rows = in_keys.lookup(query)                                        # (searched, N_out), -1 = absent
+    k_idx, out_idx = (rows >= 0).nonzero(as_tuple=True)                 # grouped by offset
     in_idx = rows[k_idx, out_idx]
-    counts = torch.bincount(k_idx, minlength=k_vol)
+    counts = torch.bincount(k_idx, minlength=searched)
+    identity = -1
+    if symmetric:
+        identity = searched
+        halves = torch.split(torch.stack([in_idx, out_idx]), counts.tolist(), dim=1)
+        mirrored = [h.flip(0) for h in reversed(halves)]                # offset K-1-k: (out, in) of k
+        in_idx, out_idx = torch.cat([torch.stack([in_idx, out_idx])] + mirrored, dim=1)
+        counts = torch.cat([counts, counts.new_zeros(1), counts.flip(0)])
     ptr = [0] + torch.cumsum(counts, 0).tolist()
     return KernelMap(in_idx, out_idx, ptr, n_in, n_out, identity)
