@@ -4,8 +4,13 @@ VENV := .venv
 VPY := $(VENV)/bin/python
 PIP := $(VPY) -m pip
 STAMP := $(VENV)/.pcseg-installed
+SYSDEPS_STAMP := $(VENV)/.pcseg-sysdeps
+# Debian libraries of Open3D's headless (software Vulkan) renderer; without them pcseg.vis falls
+# back to matplotlib and says so.
+APT_PACKAGES := libusb-1.0-0 libvulkan1 mesa-vulkan-drivers libegl1 libgl1
+PEERS_PY ?= /work/peers/.venv/bin/python
 
-.PHONY: demo test bench venv clean
+.PHONY: demo test test-slow bench venv sysdeps clean
 
 $(VPY):
 	$(PY) -m venv $(VENV)
@@ -17,16 +22,30 @@ $(STAMP): $(VPY) setup.py
 	$(PIP) install -q -e ".[test]"
 	touch $(STAMP)
 
-venv: $(STAMP)
+$(SYSDEPS_STAMP): $(VPY)
+	@if dpkg -s $(APT_PACKAGES) >/dev/null 2>&1; then :; \
+	elif [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+		(apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $(APT_PACKAGES) >/dev/null) \
+		|| echo "warning: could not install $(APT_PACKAGES); renders will use matplotlib"; \
+	else echo "note: install $(APT_PACKAGES) for Open3D's offscreen renderer; using matplotlib until then"; fi
+	touch $(SYSDEPS_STAMP)
 
-test: $(STAMP)
-	$(VPY) -m pytest -n 2 -q tests
+venv: $(STAMP) $(SYSDEPS_STAMP)
 
-demo: $(STAMP)
+test: venv
+	OMP_NUM_THREADS=1 $(VPY) -m pytest -n 2 -q tests
+
+test-slow: venv
+	$(VPY) -m pytest -q -m slow tests
+
+demo: venv
 	$(VPY) tools/demo.py
 
-bench: $(STAMP)
-	$(VPY) benchmarks/bench_sparse.py
+# Peers (spconv, MinkowskiEngine) live in their own venv (benchmarks/peers.md); pcseg is pure
+# Python on the same torch, so the benchmark runs there when it exists.
+bench: venv
+	@if [ -x $(PEERS_PY) ]; then PYTHONPATH=$(CURDIR) $(PEERS_PY) benchmarks/bench_sparse.py; \
+	else $(VPY) benchmarks/bench_sparse.py; fi
 
 clean:
 	rm -rf $(VENV) work_dirs

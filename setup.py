@@ -16,10 +16,11 @@ setup(
         "tqdm>=4.60",
         "plyfile>=1.0",
         "pillow>=9.0",
+        "scipy>=1.10",
     ],
     extras_require={
-        "test": ["pytest>=7.0", "pytest-xdist>=3.0", "scipy>=1.10"],
-        "vis": ["open3d>=0.17", "matplotlib>=3.5"],
+        "test": ["pytest>=7.0", "pytest-xdist>=3.0", "scipy>=1.10", "matplotlib>=3.5", "open3d-cpu==0.20.0"],
+        "vis": ["open3d-cpu==0.20.0", "matplotlib>=3.5"],
         "log": ["tensorboard>=2.10"],
         "slidr": ["scikit-image>=0.21"],
         "triton": ["triton>=3.0"],

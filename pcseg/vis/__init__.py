@@ -1,0 +1,29 @@
+"""Pictures and coloured point-cloud files of segmentations (palettes, PLY export, headless PNG)."""
+from pcseg.vis.palette import (
+    PALETTES,
+    S3DIS13_PALETTE,
+    SCANNET20_PALETTE,
+    SEMANTICKITTI19_PALETTE,
+    colorize,
+    error_colors,
+    generic_palette,
+    get_palette,
+)
+from pcseg.vis.ply import save_ply
+from pcseg.vis.render import View, open3d_unavailable_reason, render, render_panels
+
+__all__ = [
+    "PALETTES",
+    "SCANNET20_PALETTE",
+    "S3DIS13_PALETTE",
+    "SEMANTICKITTI19_PALETTE",
+    "colorize",
+    "error_colors",
+    "generic_palette",
+    "get_palette",
+    "save_ply",
+    "View",
+    "render",
+    "render_panels",
+    "open3d_unavailable_reason",
+]
