@@ -1,0 +1,111 @@
+"""Config → objects. The only engine module that reads a :class:`~pcseg.engine.config.Config`.
+
+The tools call :func:`setup_runtime`, build the method (``pcseg.methods.build_method``) and then
+:func:`build_trainer` (training) or :func:`build_model_from_config` + :func:`build_validation`
+(testing). Everything below takes plain arguments.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Iterable, Optional
+
+import torch
+from torch import nn
+from torch.optim import SGD, AdamW, Optimizer
+
+from pcseg.data.collate import collate_sparse
+from pcseg.data.datasets import DATASETS  # the module whose import registers the datasets
+from pcseg.models import build_model
+
+from .config import Config, ConfigError, SplitConfig, TrainConfig, thaw
+from .distributed import DistInfo, init_distributed, resolve_device, wrap_model
+from .evaluator import Evaluator
+from .hooks import MethodHooks
+from .loader import make_loader
+from .lr import WarmupLR
+from .seeding import seed_all, set_deterministic
+from .trainer import Trainer, Validation
+
+__all__ = ["Runtime", "setup_runtime", "build_dataset", "build_model_from_config", "build_optimizer",
+           "build_scheduler", "build_validation", "build_trainer"]
+
+_RESERVED_DATA_KEYS = ("split", "transforms", "budget", "seed")
+
+
+@dataclass(frozen=True)
+class Runtime:
+    """Process placement resolved from the config and the environment."""
+
+    dist: DistInfo
+    device: torch.device
+
+
+def setup_runtime(cfg: Config) -> Runtime:
+    """Join the process group (if launched by torchrun), pick the device, set determinism and seeds.
+
+    Each rank seeds its generators with ``cfg.seed + rank``; DDP copies rank 0's initial weights.
+    """
+    dist = init_distributed(cfg.device)
+    device = resolve_device(cfg.device, dist)
+    set_deterministic(cfg.deterministic)
+    seed_all(cfg.seed + dist.rank)
+    return Runtime(dist, device)
+
+
+def build_dataset(cfg: Config, split: SplitConfig, *, train: bool) -> Any:
+    """``DATASETS[cfg.data.name]`` for ``split``; the label budget applies to the training split only."""
+    clash = [k for k in _RESERVED_DATA_KEYS if k in cfg.data.kwargs]
+    if clash:
+        raise ConfigError(f"data.kwargs.{clash[0]}: set by the engine (data.train / data.val, data.budget, seed); "
+                          f"remove it from data.kwargs")
+    spec = {"name": cfg.data.name, **thaw(cfg.data.kwargs), "split": split.split,
+            "transforms": thaw(split.transforms), "budget": cfg.data.budget if train else None, "seed": cfg.seed}
+    return DATASETS.build(spec)
+
+
+def build_model_from_config(cfg: Config, num_classes: int, device: torch.device) -> nn.Module:
+    """``build_model(cfg.model)`` on ``device``, checking ``model.num_classes`` against the dataset's."""
+    if cfg.model.get("num_classes") != num_classes:
+        raise ConfigError(f"model.num_classes: expected {num_classes} (classes of dataset {cfg.data.name}), "
+                          f"got {cfg.model.get('num_classes')}")
+    return build_model(thaw(cfg.model)).to(device)
+
+
+def build_optimizer(params: Iterable[nn.Parameter], cfg: TrainConfig) -> Optimizer:
+    """SGD (momentum, nesterov, weight decay) or AdamW from ``train``."""
+    if cfg.optimizer == "sgd":
+        return SGD(params, lr=cfg.lr, momentum=cfg.momentum, nesterov=cfg.nesterov and cfg.momentum > 0,
+                   weight_decay=cfg.weight_decay)
+    return AdamW(params, lr=cfg.lr, betas=cfg.betas, weight_decay=cfg.weight_decay)
+
+
+def build_scheduler(optimizer: Optimizer, cfg: TrainConfig, max_steps: int) -> WarmupLR:
+    """The per-iteration LR schedule of ``train`` over ``max_steps`` iterations."""
+    return WarmupLR(optimizer, max_steps, cfg.scheduler, warmup_steps=cfg.warmup_iters,
+                    warmup_ratio=cfg.warmup_ratio, power=cfg.poly_power, min_lr_ratio=cfg.min_lr_ratio)
+
+
+def build_validation(cfg: Config, runtime: Runtime) -> Validation:
+    """Validation loader (disjoint shards, in order) and evaluator with the dataset's class names."""
+    dataset = build_dataset(cfg, cfg.data.val, train=False)
+    loader = make_loader(dataset, batch_size=cfg.data.val_batch_size, collate_fn=collate_sparse, train=False,
+                         seed=cfg.seed, dist=runtime.dist, num_workers=cfg.data.num_workers)
+    evaluator = Evaluator(dataset.num_classes, dataset.class_names, device=runtime.device, dist=runtime.dist)
+    return Validation(loader, evaluator, cfg.eval.period)
+
+
+def build_trainer(cfg: Config, method: MethodHooks, runtime: Runtime, work_dir: str | Path) -> Trainer:
+    """Everything the :class:`Trainer` needs, from ``cfg``."""
+    train_set = build_dataset(cfg, cfg.data.train, train=True)
+    collate = getattr(train_set, "collate_fn", collate_sparse)  # e.g. pcseg.data.views.TwoViewDataset's
+    loader = make_loader(train_set, batch_size=cfg.data.batch_size, collate_fn=collate, train=True,
+                         seed=cfg.seed, dist=runtime.dist, num_workers=cfg.data.num_workers)
+    model = build_model_from_config(cfg, train_set.num_classes, runtime.device)
+    optimizer = build_optimizer(model.parameters(), cfg.train)
+    scheduler = build_scheduler(optimizer, cfg.train, cfg.train.epochs * len(loader))
+    validation: Optional[Validation] = build_validation(cfg, runtime) if cfg.eval.period else None
+    return Trainer(wrap_model(model, runtime.dist, runtime.device), method, optimizer, scheduler, loader,
+                   max_epochs=cfg.train.epochs, work_dir=work_dir, device=runtime.device, validation=validation,
+                   amp=cfg.train.amp, grad_clip=cfg.train.grad_clip, log_period=cfg.train.log_period,
+                   checkpoint_period=cfg.train.checkpoint_period, dist=runtime.dist)

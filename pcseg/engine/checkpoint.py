@@ -1,0 +1,66 @@
+"""Atomic checkpoint files and RNG-state capture.
+
+A checkpoint is written to ``<path>.tmp``, flushed to disk, then renamed over ``<path>`` with
+``os.replace`` (atomic on POSIX), so a crash at any moment leaves either the old or the new file,
+never a torn one. Checkpoints hold only tensors and plain Python values, so they load with
+``torch.load(weights_only=True)``: the numpy RNG state is stored as a tensor.
+"""
+from __future__ import annotations
+
+import os
+import random
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+__all__ = ["save_checkpoint", "load_checkpoint", "get_rng_state", "set_rng_state"]
+
+
+def save_checkpoint(obj: dict[str, Any], path: str | Path) -> None:
+    """Write ``obj`` to ``path`` atomically (``path.tmp`` → fsync → ``os.replace``)."""
+    path = Path(path)
+    tmp = path.with_name(path.name + ".tmp")
+    with open(tmp, "wb") as fh:
+        torch.save(obj, fh)
+        fh.flush()
+        os.fsync(fh.fileno())
+    os.replace(tmp, path)
+
+
+def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") -> dict[str, Any]:
+    """Read a checkpoint written by :func:`save_checkpoint` (safe ``weights_only`` unpickling)."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"checkpoint {path} not found")
+    obj = torch.load(path, map_location=map_location, weights_only=True)
+    if not isinstance(obj, dict):
+        raise ValueError(f"checkpoint {path}: expected a dict, got {type(obj).__name__}")
+    return obj
+
+
+def get_rng_state(device: torch.device) -> dict[str, Any]:
+    """States of the python, numpy and torch generators (and ``device``'s when it is CUDA)."""
+    kind, keys, pos, has_gauss, cached = np.random.get_state()
+    state: dict[str, Any] = {
+        "python": random.getstate(),
+        "numpy": {"kind": kind, "keys": torch.from_numpy(keys.astype(np.int64)), "pos": int(pos),
+                  "has_gauss": int(has_gauss), "cached_gaussian": float(cached)},
+        "torch": torch.get_rng_state(),
+    }
+    if device.type == "cuda":
+        state["cuda"] = torch.cuda.get_rng_state(device)
+    return state
+
+
+def set_rng_state(state: dict[str, Any], device: torch.device) -> None:
+    """Restore generators captured by :func:`get_rng_state`."""
+    version, internal, gauss = state["python"]
+    random.setstate((version, tuple(internal), gauss))
+    np_state = state["numpy"]
+    np.random.set_state((np_state["kind"], np_state["keys"].numpy().astype(np.uint32), np_state["pos"],
+                         np_state["has_gauss"], np_state["cached_gaussian"]))
+    torch.set_rng_state(state["torch"])
+    if device.type == "cuda" and "cuda" in state:
+        torch.cuda.set_rng_state(state["cuda"], device)

@@ -1,0 +1,339 @@
+"""Experiment configuration: YAML → per-section frozen dataclasses, checked at load.
+
+A config file is a mapping with the sections of :class:`Config`::
+
+    _base_: ../base.yaml          # optional; a path (or list of paths) relative to this file
+    data:  {name: S3DIS, kwargs: {root: data/s3dis}, batch_size: 4}
+    model: {name: MinkUNet14A, in_channels: 3, num_classes: 13, D: 3}   # passed to build_model
+    method: {name: Supervised}                                          # passed to METHODS.build
+    train: {epochs: 100, lr: 0.01}
+    eval:  {period: 5}
+    seed: 0
+
+Bases are merged first (mappings merge key by key, everything else is replaced), then the file,
+then command-line overrides ``train.epochs=3 data.budget=work/budget``, each parsed by the type of
+the field it sets. Unknown keys and wrongly typed values raise :class:`ConfigError` naming the
+source and the field, e.g. ``configs/x.yaml: train.lrr unknown; known: amp, betas, …``.
+
+``model``, ``method`` and the ``kwargs`` of ``data`` are free-form mappings: the callee checks
+them (``build_model`` / the registries name unknown keys). After loading everything is read-only:
+mappings are ``MappingProxyType`` and lists are tuples; :func:`thaw` gives plain copies.
+"""
+from __future__ import annotations
+
+import dataclasses
+import types
+import typing
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Iterator, Literal, Mapping, Optional, Sequence, Union
+
+import yaml
+
+from pcseg.utils.registry import UnknownNameError
+
+__all__ = ["Config", "ConfigError", "DataConfig", "SplitConfig", "TrainConfig", "EvalConfig",
+           "load_config", "config_from_dict", "config_to_dict", "thaw", "exit_on_config_error"]
+
+
+class ConfigError(ValueError):
+    """A config file or override that does not fit the schema; the message names source and field."""
+
+
+@dataclass(frozen=True)
+class SplitConfig:
+    """One split of the dataset: its name and the transforms applied to each sample."""
+
+    split: str
+    transforms: tuple[Mapping[str, Any], ...] = ()  # [{name: RandomRotate, ...}, ...] for build_transforms
+
+
+@dataclass(frozen=True)
+class DataConfig:
+    """Which registered dataset to read and how to batch it."""
+
+    name: str                                   # key of pcseg.data.DATASETS
+    kwargs: Mapping[str, Any] = field(default_factory=lambda: freeze({}))  # dataset arguments (root, voxel_size, …)
+    train: SplitConfig = SplitConfig("train")
+    val: SplitConfig = SplitConfig("val")
+    budget: Optional[str] = None                # label-budget directory (pcseg.data.load_budget) for train
+    batch_size: int = 2                         # per process
+    val_batch_size: int = 1                     # per process
+    num_workers: int = 0
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """Optimisation: optimiser, LR schedule (stepped per iteration), precision, logging periods."""
+
+    epochs: int = 100
+    optimizer: Literal["sgd", "adamw"] = "sgd"
+    lr: float = 0.01
+    momentum: float = 0.9                       # sgd
+    nesterov: bool = True                       # sgd
+    betas: tuple[float, float] = (0.9, 0.999)   # adamw
+    weight_decay: float = 1e-4
+    scheduler: Literal["poly", "cosine", "constant"] = "poly"
+    poly_power: float = 0.9
+    min_lr_ratio: float = 0.0                   # cosine: final lr / base lr
+    warmup_iters: int = 0
+    warmup_ratio: float = 0.1                   # lr factor at the first warmup iteration
+    grad_clip: Optional[float] = None           # max global L2 norm of the gradients
+    amp: Literal["none", "bf16", "fp16"] = "none"  # fp16 only on cuda (with a GradScaler)
+    log_period: int = 10                        # iterations between log records
+    checkpoint_period: int = 0                  # iterations between mid-epoch checkpoints; 0 = epoch ends only
+
+
+@dataclass(frozen=True)
+class EvalConfig:
+    """Validation during training."""
+
+    period: int = 1                             # epochs between evaluations; 0 = never
+
+
+@dataclass(frozen=True)
+class Config:
+    """A whole experiment. ``work_dir`` None lets the tools pick ``work_dirs/<config name>``."""
+
+    data: DataConfig
+    model: Mapping[str, Any]
+    method: Mapping[str, Any] = field(default_factory=lambda: freeze({"name": "Supervised"}))
+    train: TrainConfig = TrainConfig()
+    eval: EvalConfig = EvalConfig()
+    work_dir: Optional[str] = None
+    seed: int = 0
+    device: Literal["cpu", "cuda"] = "cpu"
+    deterministic: bool = False
+
+
+# ---------------------------------------------------------------------------------------------
+# type checking of plain values against dataclass field types
+
+
+def _type_name(tp: Any) -> str:
+    origin = typing.get_origin(tp)
+    if origin is Literal:
+        return " | ".join(repr(a) for a in typing.get_args(tp))
+    if origin in (Union, types.UnionType):
+        return " | ".join(_type_name(a) for a in typing.get_args(tp))
+    if tp is type(None):
+        return "null"
+    if dataclasses.is_dataclass(tp):
+        return "mapping"
+    if origin is not None:
+        return getattr(origin, "__name__", str(origin))
+    return getattr(tp, "__name__", str(tp))
+
+
+def _convert(value: Any, tp: Any, where: str, source: str) -> Any:
+    """Check ``value`` (plain YAML data) against ``tp`` and return it frozen and converted.
+
+    ints and numeric strings (``1e-3``) are accepted for float fields, lists for tuple fields.
+    Raises ConfigError.
+    """
+    origin, args = typing.get_origin(tp), typing.get_args(tp)
+
+    def fail() -> ConfigError:
+        return ConfigError(f"{source}: {where}: expected {_type_name(tp)}, got {type(value).__name__} {value!r}")
+
+    if dataclasses.is_dataclass(tp):
+        if not isinstance(value, Mapping):
+            raise fail()
+        return _build_dataclass(tp, value, where, source)
+    if origin is Literal:
+        if value not in args:
+            raise fail()
+        return value
+    if origin in (Union, types.UnionType):
+        if value is None and type(None) in args:
+            return None
+        for arg in args:
+            if arg is type(None):
+                continue
+            try:
+                return _convert(value, arg, where, source)
+            except ConfigError:
+                pass
+        raise fail()
+    if tp is Any:
+        return freeze(value)
+    if tp is float:
+        if isinstance(value, str):  # YAML 1.1 reads ``1e-3`` (no dot) as a string
+            try:
+                return float(value)
+            except ValueError:
+                raise fail() from None
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise fail()
+        return float(value)
+    if tp in (int, str, bool):
+        if type(value) is not tp:
+            raise fail()
+        return value
+    if origin is tuple:
+        if not isinstance(value, (list, tuple)):
+            raise fail()
+        if len(args) == 2 and args[1] is Ellipsis:
+            return tuple(_convert(v, args[0], f"{where}[{i}]", source) for i, v in enumerate(value))
+        if len(value) != len(args):
+            raise ConfigError(f"{source}: {where}: expected {len(args)} values, got {len(value)}: {value!r}")
+        return tuple(_convert(v, a, f"{where}[{i}]", source) for i, (v, a) in enumerate(zip(value, args)))
+    if origin in (Mapping, dict, typing.get_origin(Mapping[str, Any])):
+        if not isinstance(value, Mapping):
+            raise fail()
+        return freeze(value)
+    raise TypeError(f"config schema: unsupported field type {tp!r} at {where}")
+
+
+def _build_dataclass(cls: type, raw: Mapping[str, Any], where: str, source: str) -> Any:
+    hints = typing.get_type_hints(cls)
+    fields = {f.name: f for f in dataclasses.fields(cls)}
+    prefix = f"{where}." if where else ""
+    unknown = [k for k in raw if k not in fields]
+    if unknown:
+        raise ConfigError(f"{source}: {prefix}{unknown[0]} unknown; known: {', '.join(sorted(fields))}")
+    missing = [name for name, f in fields.items() if name not in raw
+               and f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING]
+    if missing:
+        raise ConfigError(f"{source}: {prefix}{missing[0]} missing (required)")
+    values = {}
+    for key, value in raw.items():
+        default = fields[key].default
+        if dataclasses.is_dataclass(default) and isinstance(value, Mapping):
+            value = _merge(thaw(default), value)  # a partly given sub-section keeps its defaults
+        values[key] = _convert(value, hints[key], prefix + key, source)
+    return cls(**values)
+
+
+def freeze(value: Any) -> Any:
+    """Recursively make plain YAML data read-only: mappings → MappingProxyType, lists → tuples."""
+    if isinstance(value, Mapping):
+        return types.MappingProxyType({k: freeze(v) for k, v in value.items()})
+    if isinstance(value, (list, tuple)):
+        return tuple(freeze(v) for v in value)
+    return value
+
+
+def thaw(value: Any) -> Any:
+    """Inverse of :func:`freeze`: plain dicts and lists (fresh copies), e.g. for ``build_model``."""
+    if dataclasses.is_dataclass(value) and not isinstance(value, type):
+        return {f.name: thaw(getattr(value, f.name)) for f in dataclasses.fields(value)}
+    if isinstance(value, Mapping):
+        return {k: thaw(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [thaw(v) for v in value]
+    return value
+
+
+# ---------------------------------------------------------------------------------------------
+# files, bases, overrides
+
+
+def _merge(base: dict[str, Any], update: Mapping[str, Any]) -> dict[str, Any]:
+    """Deep merge: mappings merge key by key, any other value replaces."""
+    out = dict(base)
+    for key, value in update.items():
+        if isinstance(value, Mapping) and isinstance(out.get(key), Mapping):
+            out[key] = _merge(dict(out[key]), value)
+        else:
+            out[key] = value
+    return out
+
+
+def _read_yaml(path: Path, chain: tuple[Path, ...] = ()) -> dict[str, Any]:
+    """Read ``path`` with its ``_base_`` files merged underneath."""
+    path = path.resolve()
+    if path in chain:
+        raise ConfigError(f"{path}: _base_ cycle: {' -> '.join(str(p) for p in chain + (path,))}")
+    if not path.is_file():
+        raise ConfigError(f"{chain[-1] if chain else 'config'}: file {path} not found")
+    with open(path, encoding="utf-8") as fh:
+        raw = yaml.safe_load(fh) or {}
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{path}: expected a mapping at the top level, got {type(raw).__name__}")
+    bases = raw.pop("_base_", [])
+    merged: dict[str, Any] = {}
+    for base in [bases] if isinstance(bases, str) else bases:
+        merged = _merge(merged, _read_yaml(path.parent / base, chain + (path,)))
+    return _merge(merged, raw)
+
+
+def _field_type(cls: type, keys: Sequence[str], source: str) -> Any:
+    """Type of the field at the dotted path ``keys`` (Any inside free-form mappings)."""
+    tp: Any = cls
+    for i, key in enumerate(keys):
+        if dataclasses.is_dataclass(tp):
+            hints = typing.get_type_hints(tp)
+            if key not in hints:
+                where = ".".join(keys[: i + 1])
+                raise ConfigError(f"{source}: {where} unknown; known: {', '.join(sorted(hints))}")
+            tp = hints[key]
+        else:
+            return Any
+    return tp
+
+
+def _parse_override_value(text: str, tp: Any) -> Any:
+    """Parse the right-hand side of ``key=value`` for a field of type ``tp``."""
+    if typing.get_origin(tp) in (Union, types.UnionType):
+        if text.lower() in ("null", "none", "~"):
+            return None
+        args = [a for a in typing.get_args(tp) if a is not type(None)]
+        tp = args[0] if len(args) == 1 else Any
+    if tp is str:
+        return text
+    if typing.get_origin(tp) is Literal and text in typing.get_args(tp):
+        return text
+    return yaml.safe_load(text)
+
+
+def _apply_override(raw: dict[str, Any], item: str) -> dict[str, Any]:
+    """``raw`` with ``section.key=value`` merged in (a mapping value merges like a YAML file would)."""
+    if "=" not in item:
+        raise ConfigError(f"command line: override {item!r} must look like section.key=value")
+    key, text = item.split("=", 1)
+    keys = key.strip().split(".")
+    tp = _field_type(Config, keys, "command line")
+    value = _parse_override_value(text, tp)
+    if tp is not Any:
+        _convert(value, tp, key, "command line")  # fail here, naming the command line
+    update: Any = value
+    for k in reversed(keys):
+        update = {k: update}
+    return _merge(raw, update)
+
+
+def config_from_dict(raw: Mapping[str, Any], source: str = "config") -> Config:
+    """Validate plain data (as read from YAML) into a :class:`Config`; ``source`` prefixes errors."""
+    return _build_dataclass(Config, raw, "", source)
+
+
+def load_config(path: str | Path, overrides: Sequence[str] = ()) -> Config:
+    """Read a YAML config (with its ``_base_`` chain) and apply ``key=value`` overrides.
+
+    Raises ConfigError naming the file (or ``command line``) and the dotted field.
+    """
+    raw = _read_yaml(Path(path))
+    for item in overrides:
+        raw = _apply_override(raw, item)
+    return config_from_dict(raw, str(path))
+
+
+def config_to_dict(cfg: Config) -> dict[str, Any]:
+    """Plain-data form of ``cfg`` (YAML-dumpable; ``config_from_dict`` reads it back)."""
+    return thaw(cfg)
+
+
+@contextmanager
+def exit_on_config_error(path: str | Path) -> Iterator[None]:
+    """For command-line tools: a config mistake exits with ``error: <file>: <field> …``, no traceback.
+
+    Catches :class:`ConfigError` and a registry's unknown-name error (``model 'X' unknown; known: …``).
+    """
+    try:
+        yield
+    except ConfigError as err:
+        raise SystemExit(f"error: {err}") from None
+    except UnknownNameError as err:
+        raise SystemExit(f"error: {path}: {err}") from None

@@ -1,0 +1,106 @@
+"""Multi-process training through ``torchrun``; one process is the world-size-1 case of the same path.
+
+``torchrun --nproc_per_node=2 tools/train.py ...`` sets ``RANK``, ``WORLD_SIZE``, ``LOCAL_RANK``,
+``MASTER_ADDR`` and ``MASTER_PORT``; :func:`init_distributed` reads them and starts the process
+group with ``gloo`` on CPU and ``nccl`` on CUDA. Without them it returns a single-process
+:class:`DistInfo` and every collective below is the identity.
+"""
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+
+import torch
+import torch.distributed as dist
+from torch import Tensor, nn
+from torch.nn.parallel import DistributedDataParallel
+
+__all__ = ["DistInfo", "init_distributed", "resolve_device", "wrap_model", "unwrap_model",
+           "all_reduce_sum", "all_gather_object", "barrier", "shutdown"]
+
+
+@dataclass(frozen=True)
+class DistInfo:
+    """Where this process sits in the job."""
+
+    rank: int = 0
+    world_size: int = 1
+    local_rank: int = 0
+
+    @property
+    def enabled(self) -> bool:
+        return self.world_size > 1
+
+    @property
+    def is_main(self) -> bool:
+        """True on the process that logs and writes checkpoints (rank 0)."""
+        return self.rank == 0
+
+
+def init_distributed(device_type: str) -> DistInfo:
+    """Join the process group described by torchrun's environment variables, if any.
+
+    device_type: ``"cpu"`` (gloo backend) or ``"cuda"`` (nccl). Idempotent.
+    """
+    world_size = int(os.environ.get("WORLD_SIZE", "1"))
+    if world_size <= 1:
+        return DistInfo()
+    info = DistInfo(rank=int(os.environ["RANK"]), world_size=world_size,
+                    local_rank=int(os.environ.get("LOCAL_RANK", "0")))
+    if not dist.is_initialized():
+        if device_type == "cuda":
+            torch.cuda.set_device(info.local_rank)
+        dist.init_process_group(backend="nccl" if device_type == "cuda" else "gloo",
+                                rank=info.rank, world_size=world_size)
+    return info
+
+
+def resolve_device(device_type: str, info: DistInfo) -> torch.device:
+    """``"cuda"`` → this process's GPU (``cuda:<local_rank>``); ``"cpu"`` → cpu."""
+    if device_type == "cuda":
+        if not torch.cuda.is_available():
+            raise RuntimeError("device: cuda requested but torch.cuda.is_available() is False; use device=cpu")
+        return torch.device("cuda", info.local_rank)
+    if device_type == "cpu":
+        return torch.device("cpu")
+    raise ValueError(f"device must be 'cpu' or 'cuda', got {device_type!r}")
+
+
+def wrap_model(model: nn.Module, info: DistInfo, device: torch.device) -> nn.Module:
+    """DistributedDataParallel around ``model`` (already on ``device``) when the world is > 1."""
+    if not info.enabled:
+        return model
+    return DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
+
+
+def unwrap_model(model: nn.Module) -> nn.Module:
+    """The module inside a DDP wrapper (or ``model`` itself)."""
+    return model.module if isinstance(model, DistributedDataParallel) else model
+
+
+def all_reduce_sum(tensor: Tensor, info: DistInfo) -> Tensor:
+    """Sum ``tensor`` over all processes, in place; returns it."""
+    if info.enabled:
+        dist.all_reduce(tensor, op=dist.ReduceOp.SUM)
+    return tensor
+
+
+def all_gather_object(obj: object, info: DistInfo) -> list[object]:
+    """``[obj of rank 0, obj of rank 1, …]`` on every process."""
+    if not info.enabled:
+        return [obj]
+    out: list[object] = [None] * info.world_size
+    dist.all_gather_object(out, obj)
+    return out
+
+
+def barrier(info: DistInfo) -> None:
+    """Wait for every process."""
+    if info.enabled:
+        dist.barrier()
+
+
+def shutdown(info: DistInfo) -> None:
+    """Leave the process group (safe to call when none was started)."""
+    if info.enabled and dist.is_initialized():
+        dist.destroy_process_group()

@@ -1,0 +1,94 @@
+"""The method interface of the one trainer (:class:`MethodHooks`) and the default :class:`Supervised`.
+
+A method turns a batch into named losses; the trainer sums them, back-propagates, clips, steps
+and logs each. Optional hooks run at fixed points of the loop (detectron2 style); ``after_train``
+runs in a ``finally``. ``state`` is a :class:`TrainState` snapshot, never shared mutable state.
+
+``model`` given to :meth:`MethodHooks.losses` may be wrapped in DistributedDataParallel: call it
+(``model(x)``) so gradients synchronise; the other hooks get the bare model.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Mapping
+
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from pcseg.data.formats import IGNORE_INDEX
+from pcseg.sparse import SparseTensor
+
+__all__ = ["TrainState", "MethodHooks", "Supervised", "sparse_input"]
+
+
+@dataclass(frozen=True)
+class TrainState:
+    """Where the loop is. epoch: 0-based; step: global 0-based iteration; max_steps = max_epochs * iters_per_epoch."""
+
+    epoch: int
+    step: int
+    max_epochs: int
+    max_steps: int
+    iters_per_epoch: int
+
+
+def sparse_input(batch: Mapping[str, Any]) -> SparseTensor:
+    """The model input of a collated batch: ``SparseTensor(batch["feats"], batch["coords"])``."""
+    return SparseTensor(batch["feats"], batch["coords"])
+
+
+class MethodHooks:
+    """Base of every training method. Subclasses implement :meth:`losses`; the rest is optional."""
+
+    def losses(self, model: nn.Module, batch: Mapping[str, Any], state: TrainState) -> dict[str, Tensor]:
+        """Named scalar losses for one batch (already on the device); the trainer sums them."""
+        raise NotImplementedError(f"{type(self).__name__} must implement losses(model, batch, state)")
+
+    def predict(self, model: nn.Module, batch: Mapping[str, Any]) -> Tensor:
+        """Voxel logits (ΣM, num_classes) used for evaluation; default: ``model(x).F``."""
+        return model(sparse_input(batch)).F
+
+    def before_train(self, model: nn.Module, state: TrainState) -> None:
+        """Once, before the first iteration (also when resuming)."""
+
+    def before_epoch(self, model: nn.Module, state: TrainState) -> None:
+        """At the start of every epoch (also a resumed partial one)."""
+
+    def after_backward(self, model: nn.Module, state: TrainState) -> None:
+        """After ``backward()`` (gradients unscaled), before clipping and the optimiser step."""
+
+    def after_step(self, model: nn.Module, state: TrainState) -> None:
+        """After the optimiser and LR steps (e.g. an EMA teacher update)."""
+
+    def after_epoch(self, model: nn.Module, state: TrainState) -> None:
+        """At the end of every epoch, before evaluation and the checkpoint."""
+
+    def after_train(self, model: nn.Module, state: TrainState) -> None:
+        """Once at the end, also when training raised."""
+
+    def state_dict(self) -> dict[str, Any]:
+        """State saved in checkpoints (tensors and plain values only)."""
+        return {}
+
+    def load_state_dict(self, state: Mapping[str, Any]) -> None:
+        """Restore what :meth:`state_dict` returned."""
+        if state:
+            raise ValueError(f"{type(self).__name__} has no state but the checkpoint holds keys {sorted(state)}")
+
+
+class Supervised(MethodHooks):
+    """Cross-entropy on the labelled voxels (``batch["labels"] != ignore_index``).
+
+    The mean runs over the labelled voxels of the batch; a batch without any gives a zero loss that
+    still touches every parameter (so DDP's gradient all-reduce sees them all).
+    """
+
+    def __init__(self, ignore_index: int = IGNORE_INDEX) -> None:
+        self.ignore_index = ignore_index
+
+    def losses(self, model: nn.Module, batch: Mapping[str, Any], state: TrainState) -> dict[str, Tensor]:
+        logits = model(sparse_input(batch)).F.float()
+        labels = batch["labels"]
+        total = F.cross_entropy(logits, labels, ignore_index=self.ignore_index, reduction="sum")
+        count = (labels != self.ignore_index).sum().clamp(min=1)
+        return {"ce": total / count}

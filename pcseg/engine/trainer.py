@@ -1,0 +1,258 @@
+"""The one training loop. It takes built objects; reading configs is :mod:`pcseg.engine.build`'s job.
+
+Per iteration: batch → device → ``method.losses`` under autocast → sum → backward (GradScaler for
+fp16) → ``after_backward`` → clip → optimiser step → LR step → ``after_step``. Every
+``log_period`` iterations a record goes to ``log.jsonl``/TensorBoard; every ``checkpoint_period``
+iterations, at each epoch end and after each evaluation ``model_last.pth`` is rewritten atomically;
+``model_best.pth`` follows the best validation mIoU.
+
+Resuming restores model, optimiser, scheduler, scaler, method state, best metric and every rank's
+RNG states, then restarts the interrupted epoch at the first iteration not yet done: the sampler's
+epoch order depends only on (seed, epoch) and a dataset with ``set_epoch(epoch)`` (such as
+``SegmentationDataset``) augments item i from (seed, epoch, i) alone, so the remaining batches are
+exactly those of an uninterrupted run, and the skipped ones are never loaded. ``log.jsonl`` is
+appended to, so records logged after the last checkpoint of a killed run appear twice.
+"""
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Mapping, Optional
+
+import torch
+from torch import Tensor, nn
+from torch.optim import Optimizer
+from torch.optim.lr_scheduler import LRScheduler
+from torch.utils.data import DataLoader
+from tqdm import tqdm
+
+from .checkpoint import get_rng_state, load_checkpoint, save_checkpoint, set_rng_state
+from .distributed import DistInfo, all_gather_object, barrier, unwrap_model
+from .evaluator import Evaluator, to_device
+from .hooks import MethodHooks, TrainState
+from .logging import EventWriter, get_logger
+from .metrics import SegmentationMetrics, format_table
+from .loader import EpochSampler
+from .seeding import loader_seed
+
+__all__ = ["Trainer", "Validation", "AMP_DTYPES"]
+
+AMP_DTYPES: dict[str, Optional[torch.dtype]] = {"none": None, "bf16": torch.bfloat16, "fp16": torch.float16}
+
+
+@dataclass(frozen=True)
+class Validation:
+    """What the trainer needs to evaluate: a loader, an evaluator and the period in epochs (0 = never)."""
+
+    loader: DataLoader
+    evaluator: Evaluator
+    period: int = 1
+
+
+class Trainer:
+    """Runs ``max_epochs`` epochs of ``method`` on ``model``.
+
+    model: on ``device``, possibly DDP-wrapped. train_loader: a DataLoader whose sampler is an
+    :class:`EpochSampler` (and with an explicit ``generator``, reseeded per epoch for its workers).
+    scheduler: stepped once per iteration. amp: ``"none"``, ``"bf16"`` or ``"fp16"`` (CUDA only).
+    grad_clip: max global gradient norm or None. checkpoint_period: iterations between mid-epoch
+    checkpoints (0: epoch ends only). Only ``dist.is_main`` writes files.
+    """
+
+    def __init__(self, model: nn.Module, method: MethodHooks, optimizer: Optimizer, scheduler: LRScheduler,
+                 train_loader: DataLoader, *, max_epochs: int, work_dir: str | Path, device: torch.device,
+                 validation: Optional[Validation] = None, amp: str = "none", grad_clip: Optional[float] = None,
+                 log_period: int = 10, checkpoint_period: int = 0, dist: DistInfo = DistInfo()) -> None:
+        if not isinstance(train_loader.sampler, EpochSampler):
+            raise TypeError(f"Trainer: train_loader.sampler must be an EpochSampler (resumable order), "
+                            f"got {type(train_loader.sampler).__name__}")
+        if train_loader.generator is None:
+            raise ValueError("Trainer: train_loader needs an explicit generator (reseeded each epoch)")
+        if amp not in AMP_DTYPES:
+            raise ValueError(f"Trainer: amp must be one of {', '.join(AMP_DTYPES)}, got {amp!r}")
+        if amp == "fp16" and device.type != "cuda":
+            raise ValueError(f"Trainer: amp 'fp16' needs a cuda device, got {device}; use amp 'bf16' on cpu")
+        if max_epochs <= 0 or log_period <= 0 or checkpoint_period < 0:
+            raise ValueError(f"Trainer: need max_epochs > 0, log_period > 0, checkpoint_period >= 0; got "
+                             f"{max_epochs}, {log_period}, {checkpoint_period}")
+        self.model = model
+        self.method = method
+        self.optimizer = optimizer
+        self.scheduler = scheduler
+        self.train_loader = train_loader
+        self.sampler: EpochSampler = train_loader.sampler
+        self.max_epochs = max_epochs
+        self.work_dir = Path(work_dir)
+        self.device = device
+        self.validation = validation
+        self.amp_dtype = AMP_DTYPES[amp]
+        self.scaler = torch.amp.GradScaler(device.type, enabled=amp == "fp16")
+        self.grad_clip = grad_clip
+        self.log_period = log_period
+        self.checkpoint_period = checkpoint_period
+        self.dist = dist
+        self.iters_per_epoch = len(train_loader)
+        self.best_miou = -math.inf
+        self.state = self._state(0, 0)  # the current iteration's, updated by the loop
+        if dist.is_main:
+            self.work_dir.mkdir(parents=True, exist_ok=True)
+        self.logger = get_logger(self.work_dir if dist.is_main else None, dist.is_main)
+
+    # ------------------------------------------------------------------------------------------
+    @property
+    def bare_model(self) -> nn.Module:
+        return unwrap_model(self.model)
+
+    def _state(self, epoch: int, step: int) -> TrainState:
+        return TrainState(epoch=epoch, step=step, max_epochs=self.max_epochs,
+                          max_steps=self.max_epochs * self.iters_per_epoch, iters_per_epoch=self.iters_per_epoch)
+
+    def train(self, resume: bool = False) -> Optional[SegmentationMetrics]:
+        """Train to ``max_epochs``; returns the last validation metrics (None if none ran)."""
+        epoch, first_iter = self.resume() if resume else (0, 0)
+        self.state = self._state(epoch, epoch * self.iters_per_epoch + first_iter)
+        writer = EventWriter(self.work_dir, enabled=self.dist.is_main)
+        metrics = None
+        self.model.train()
+        try:
+            self.method.before_train(self.bare_model, self.state)
+            for epoch in range(epoch, self.max_epochs):
+                self._train_epoch(epoch, first_iter, writer)
+                first_iter = 0
+                self.method.after_epoch(self.bare_model, self.state)
+                if self.validation is not None and self.validation.period and (epoch + 1) % self.validation.period == 0:
+                    metrics = self.validate(epoch, writer)
+                else:
+                    self.save(epoch + 1, 0)
+            barrier(self.dist)  # every rank returns only once rank 0 has written its files
+        finally:
+            self.method.after_train(self.bare_model, self.state)
+            writer.close()
+        return metrics
+
+    def _train_epoch(self, epoch: int, first_iter: int, writer: EventWriter) -> None:
+        self.sampler.set_epoch(epoch, start=first_iter * self.train_loader.batch_size)
+        dataset_set_epoch = getattr(self.train_loader.dataset, "set_epoch", None)
+        if dataset_set_epoch is not None:  # per-(seed, epoch, index) augmentation streams
+            dataset_set_epoch(epoch)
+        self.train_loader.generator.manual_seed(loader_seed(self.sampler.seed, epoch, self.dist.rank))
+        self.state = self._state(epoch, epoch * self.iters_per_epoch + first_iter)
+        self.method.before_epoch(self.bare_model, self.state)
+        window: dict[str, Tensor] = {}
+        window_start, window_iters = time.perf_counter(), 0
+        bar = tqdm(total=self.iters_per_epoch, initial=first_iter, desc=f"epoch {epoch + 1}/{self.max_epochs}",
+                   disable=not self.dist.is_main, dynamic_ncols=True, leave=False)
+        with bar:
+            for it, batch in enumerate(self.train_loader, start=first_iter):
+                self.state = state = self._state(epoch, epoch * self.iters_per_epoch + it)
+                lr = self.optimizer.param_groups[0]["lr"]  # the lr this step uses
+                losses = self.run_step(batch, state)
+                for name, value in losses.items():
+                    window[name] = window.get(name, 0.0) + value.detach().float()
+                window_iters += 1
+                bar.update(1)
+                done = state.step + 1
+                if done % self.log_period == 0 or it + 1 == self.iters_per_epoch:
+                    record = self._log_train(epoch, done, lr, window, window_iters, time.perf_counter() - window_start)
+                    writer.write("train", record)
+                    bar.set_postfix(loss=f"{record['loss']:.4f}", lr=f"{record['lr']:.2e}")
+                    window, window_start, window_iters = {}, time.perf_counter(), 0
+                if self.checkpoint_period and done % self.checkpoint_period == 0 and it + 1 < self.iters_per_epoch:
+                    self.save(epoch, it + 1)
+
+    def run_step(self, batch: Mapping[str, Any], state: TrainState) -> dict[str, Tensor]:
+        """One optimisation step on ``batch``; returns the method's losses plus ``loss`` (their sum)."""
+        batch = to_device(batch, self.device)
+        with torch.autocast(self.device.type, dtype=self.amp_dtype, enabled=self.amp_dtype is not None):
+            losses = self.method.losses(self.model, batch, state)
+        if not losses or "loss" in losses:
+            raise ValueError(f"{type(self.method).__name__}.losses must return named losses other than 'loss' "
+                             f"(the trainer's name for their sum), got {sorted(losses)} at step {state.step}")
+        total = sum(losses.values())
+        self.optimizer.zero_grad(set_to_none=True)
+        self.scaler.scale(total).backward()
+        self.scaler.unscale_(self.optimizer)
+        self.method.after_backward(self.bare_model, state)
+        if self.grad_clip is not None:
+            torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.grad_clip)
+        self.scaler.step(self.optimizer)
+        self.scaler.update()
+        self.scheduler.step()
+        self.method.after_step(self.bare_model, state)
+        return {"loss": total, **losses}
+
+    def _log_train(self, epoch: int, done: int, lr: float, window: dict[str, Tensor], iters: int,
+                   seconds: float) -> dict[str, Any]:
+        """The ``train`` record of the last ``iters`` iterations: mean losses, the current lr, seconds per iteration."""
+        values = {name: float(total) / iters for name, total in window.items()}
+        if not math.isfinite(values["loss"]) and not self.scaler.is_enabled():
+            raise FloatingPointError(f"loss is {values['loss']} at epoch {epoch + 1}, step {done}: {values}")
+        record = {"epoch": epoch + 1, "step": done, "lr": lr,
+                  "loss": values.pop("loss"), "time_per_iter": seconds / iters}
+        record.update({f"loss_{name}": v for name, v in values.items()})
+        return record
+
+    def validate(self, epoch: int, writer: EventWriter) -> SegmentationMetrics:
+        """Evaluate, log the table and record, update ``model_best.pth``, rewrite ``model_last.pth``."""
+        val = self.validation
+        metrics = val.evaluator.evaluate(self.bare_model, val.loader, self.method.predict)
+        step = (epoch + 1) * self.iters_per_epoch
+        writer.write("val", {"epoch": epoch + 1, "step": step, **metrics.as_dict(val.evaluator.class_names)})
+        self.logger.info("epoch %d validation:\n%s", epoch + 1, format_table(metrics, val.evaluator.class_names))
+        improved = metrics.miou > self.best_miou
+        if improved:
+            self.best_miou = metrics.miou
+        self.save(epoch + 1, 0, best=improved)
+        return metrics
+
+    # ------------------------------------------------------------------------------------------
+    def save(self, epoch: int, it: int, best: bool = False) -> None:
+        """Write ``model_last.pth`` (and ``model_best.pth`` when ``best``) for resuming at (epoch, it).
+
+        Collective: every rank must call it (RNG states are gathered); only the main rank writes.
+        """
+        rng = all_gather_object(get_rng_state(self.device), self.dist)
+        if not self.dist.is_main:
+            return
+        ckpt = {
+            "model": self.bare_model.state_dict(),
+            "optimizer": self.optimizer.state_dict(),
+            "scheduler": self.scheduler.state_dict(),
+            "scaler": self.scaler.state_dict(),
+            "method": self.method.state_dict(),
+            "epoch": epoch, "iter": it, "step": epoch * self.iters_per_epoch + it,
+            "best_miou": self.best_miou,
+            "rng": rng,
+            "data_seed": self.sampler.seed,
+            "max_epochs": self.max_epochs, "iters_per_epoch": self.iters_per_epoch,
+            "world_size": self.dist.world_size,
+        }
+        save_checkpoint(ckpt, self.work_dir / "model_last.pth")
+        if best:
+            save_checkpoint(ckpt, self.work_dir / "model_best.pth")
+
+    def resume(self) -> tuple[int, int]:
+        """Load ``work_dir/model_last.pth`` if present; returns (epoch, iteration) to continue from."""
+        path = self.work_dir / "model_last.pth"
+        if not path.is_file():
+            self.logger.warning("resume: %s not found; starting from scratch", path)
+            return 0, 0
+        ckpt = load_checkpoint(path, map_location=self.device)
+        for key, ours in (("max_epochs", self.max_epochs), ("iters_per_epoch", self.iters_per_epoch),
+                          ("world_size", self.dist.world_size), ("data_seed", self.sampler.seed)):
+            if ckpt[key] != ours:
+                raise ValueError(f"resume: {path} was written with {key}={ckpt[key]}, this run has {ours}; the "
+                                 f"remaining iterations and LR schedule would not match (same epochs, data, batch "
+                                 f"size, processes and seed needed)")
+        self.bare_model.load_state_dict(ckpt["model"])
+        self.optimizer.load_state_dict(ckpt["optimizer"])
+        self.scheduler.load_state_dict(ckpt["scheduler"])
+        self.scaler.load_state_dict(ckpt["scaler"])
+        self.method.load_state_dict(ckpt["method"])
+        self.best_miou = ckpt["best_miou"]
+        set_rng_state(ckpt["rng"][self.dist.rank], self.device)
+        self.logger.info("resumed from %s at epoch %d, iteration %d (step %d)",
+                         path, ckpt["epoch"] + 1, ckpt["iter"], ckpt["step"])
+        return ckpt["epoch"], ckpt["iter"]
