@@ -1,11 +1,12 @@
 """Sparse-core benchmarks on a synthetic indoor room at 2 cm, one JSON line per case.
 
-    python benchmarks/bench_sparse.py [--points 200000] [--repeats 5] [--threads 2] [--skip-unet]
+    python benchmarks/bench_sparse.py [--voxels 150000] [--repeats 5] [--threads 2] [--skip-unet]
 
 Cases: kernel-map build, 3x3x3 submanifold conv 32->32 and 64->64 forward and forward+backward with
 peak memory, Res16UNet34C forward (fp32, bf16 autocast) and forward+backward. When importable in the
-same interpreter, the peers run the same cases on the same voxels: ``spconv`` (forward only on CPU)
-and ``MinkowskiEngine``. See benchmarks/peers.md for building them beside pcseg.
+same interpreter, the peers run the same cases on the same voxels: ``spconv`` and
+``MinkowskiEngine``. See benchmarks/peers.md for building them beside pcseg. spconv 2.3.8's CPU
+scatter races with more than one thread (wrong rows, benchmarks/peers.md): compare at --threads 1.
 """
 from __future__ import annotations
 
@@ -26,7 +27,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from pcseg.data.synthetic import generate_room  # noqa: E402
 from pcseg.models import build_model  # noqa: E402
-from pcseg.sparse import SparseConv, SparseTensor, voxelize  # noqa: E402
+from pcseg.sparse import SparseConv, SparseTensor, pack_keys, voxelize  # noqa: E402
 
 
 def reset_peak_rss() -> None:
@@ -63,11 +64,20 @@ def emit(**record) -> None:
     print(json.dumps(record), flush=True)
 
 
-def make_scene(num_points: int, voxel_size: float) -> torch.Tensor:
-    """(M, 4) int32 batch-first voxel coords of a synthetic room (walls, floor, furniture surfaces)."""
+def make_scene(num_points: int, voxel_size: float, voxels: int) -> torch.Tensor:
+    """(M, 4) int32 batch-first voxel coords of a synthetic room (walls, floor, furniture surfaces).
+
+    The room is sampled densely enough that its surfaces are closed at ``voxel_size`` (about 9 active
+    neighbours in a 3x3x3 window, as a ScanNet mesh at 2 cm), then cropped to the ``voxels`` sites
+    nearest the room's centre in x/y, so the scene keeps that density at the requested size.
+    """
     room = generate_room(0, num_points=num_points)
     vox = voxelize(torch.from_numpy(room.coord), voxel_size)
     coords = vox.coords - vox.coords.min(0).values
+    centre = coords[:, :2].float().median(0).values
+    dist = (coords[:, :2].float() - centre).abs().max(1).values
+    coords = coords[torch.argsort(dist, stable=True)[:voxels]]
+    coords = coords[torch.argsort(pack_keys(torch.cat([torch.zeros(len(coords), 1, dtype=torch.int32), coords], 1)))]
     return torch.cat([torch.zeros(len(coords), 1, dtype=torch.int32), coords], 1)
 
 
@@ -96,8 +106,11 @@ def bench_pcseg(coords: torch.Tensor, channels: int, repeats: int) -> None:
 def bench_spconv(coords: torch.Tensor, channels: int, repeats: int) -> None:
     try:
         import spconv.pytorch as spconv
+        import spconv.pytorch.ops as spconv_ops
     except ImportError:
         return
+    # spconv 2.3.8's backward asks for a CUDA stream before taking its CPU path (benchmarks/peers.md)
+    spconv_ops.get_current_stream = lambda: 0
     n = len(coords)
     feats = torch.randn(n, channels)
     shape = (coords[:, 1:].max(0).values + 1).tolist()
@@ -112,6 +125,12 @@ def bench_spconv(coords: torch.Tensor, channels: int, repeats: int) -> None:
         x = fresh()
         conv(x)  # builds and caches the index pairs in x.indice_dict
         emit(case=f"subm3_fwd_{channels}", impl="spconv", voxels=n, **timed(lambda: conv(x), repeats))
+
+    def fwd_bwd():
+        f = feats.clone().requires_grad_(True)
+        y = conv(spconv.SparseConvTensor(f, coords, shape, 1, indice_dict=x.indice_dict))
+        y.features.sum().backward()
+    emit(case=f"subm3_fwdbwd_{channels}", impl="spconv", voxels=n, **timed(fwd_bwd, repeats))
 
 
 def minkowski():
@@ -170,7 +189,8 @@ def bench_unet(coords: torch.Tensor, repeats: int) -> None:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--points", type=int, default=200_000, help="points of the synthetic room (200k points give ~150k voxels at 2 cm)")
+    parser.add_argument("--points", type=int, default=500_000, help="points sampled on the synthetic room (~9 active neighbours per site at 2 cm)")
+    parser.add_argument("--voxels", type=int, default=150_000, help="voxels kept (cropped around the centre)")
     parser.add_argument("--voxel-size", type=float, default=0.02)
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--threads", type=int, default=2)
@@ -179,7 +199,7 @@ def main() -> None:
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     torch.manual_seed(0)
-    coords = make_scene(args.points, args.voxel_size)
+    coords = make_scene(args.points, args.voxel_size, args.voxels)
     emit(case="scene", voxels=len(coords), torch=torch.__version__, threads=args.threads,
          device="cpu", python=sys.version.split()[0], numpy=np.__version__)
     for channels in (32, 64):

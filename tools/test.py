@@ -10,8 +10,7 @@ from __future__ import annotations
 import argparse
 from typing import Optional, Sequence
 
-from pcseg.engine.build import build_model_from_config, build_validation, setup_runtime
-from pcseg.engine.checkpoint import load_checkpoint
+from pcseg.engine.build import evaluate_checkpoint, setup_runtime
 from pcseg.engine.config import exit_on_config_error, load_config
 from pcseg.engine.distributed import shutdown
 from pcseg.engine.metrics import SegmentationMetrics, format_table
@@ -34,17 +33,10 @@ def main(argv: Optional[Sequence[str]] = None) -> SegmentationMetrics:
     runtime = setup_runtime(cfg)
     try:
         with exit_on_config_error(args.config):
-            validation = build_validation(cfg, runtime)
-            model = build_model_from_config(cfg, validation.evaluator.num_classes, runtime.device)
-            method = build_method(cfg.method)
-        evaluator = validation.evaluator
-        ckpt = load_checkpoint(args.checkpoint, map_location=runtime.device)
-        if "model" not in ckpt:
-            raise SystemExit(f"error: {args.checkpoint}: no 'model' entry; keys: {', '.join(sorted(ckpt))}")
-        model.load_state_dict(ckpt["model"])
-        metrics = evaluator.evaluate(model, validation.loader, method.predict, save_dir=args.save_predictions)
+            metrics, class_names = evaluate_checkpoint(cfg, build_method(cfg.method), runtime, args.checkpoint,
+                                                       save_dir=args.save_predictions)
         if runtime.dist.is_main:
-            print(format_table(metrics, evaluator.class_names))
+            print(format_table(metrics, class_names))
         return metrics
     finally:
         shutdown(runtime.dist)

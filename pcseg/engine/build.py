@@ -16,19 +16,22 @@ from torch.optim import SGD, AdamW, Optimizer
 
 from pcseg.data.collate import collate_sparse
 from pcseg.data.datasets import DATASETS  # the module whose import registers the datasets
+from pcseg.data import views as _views  # noqa: F401  (registers the TwoViews wrapper)
 from pcseg.models import build_model
 
+from .checkpoint import load_checkpoint
 from .config import Config, ConfigError, SplitConfig, TrainConfig, thaw
 from .distributed import DistInfo, init_distributed, resolve_device, wrap_model
 from .evaluator import Evaluator
 from .hooks import MethodHooks
 from .loader import make_loader
 from .lr import WarmupLR
+from .metrics import SegmentationMetrics
 from .seeding import seed_all, set_deterministic
 from .trainer import Trainer, Validation
 
 __all__ = ["Runtime", "setup_runtime", "build_dataset", "build_model_from_config", "build_optimizer",
-           "build_scheduler", "build_validation", "build_trainer"]
+           "build_scheduler", "build_validation", "build_trainer", "evaluate_checkpoint"]
 
 _RESERVED_DATA_KEYS = ("split", "transforms", "budget", "seed")
 
@@ -109,3 +112,22 @@ def build_trainer(cfg: Config, method: MethodHooks, runtime: Runtime, work_dir: 
                    max_epochs=cfg.train.epochs, work_dir=work_dir, device=runtime.device, validation=validation,
                    amp=cfg.train.amp, grad_clip=cfg.train.grad_clip, log_period=cfg.train.log_period,
                    checkpoint_period=cfg.train.checkpoint_period, dist=runtime.dist)
+
+
+def evaluate_checkpoint(cfg: Config, method: MethodHooks, runtime: Runtime, checkpoint: str | Path,
+                        save_dir: Optional[str | Path] = None) -> tuple[SegmentationMetrics, tuple[str, ...]]:
+    """Evaluate the weights in ``checkpoint`` on the validation split of ``cfg`` at point level.
+
+    save_dir: when given, receives ``<scene>.npy`` (N,) int32 point predictions per validation scene.
+    Returns the metrics and the dataset's class names.
+    """
+    validation = build_validation(cfg, runtime)
+    evaluator = validation.evaluator
+    model = build_model_from_config(cfg, evaluator.num_classes, runtime.device)
+    ckpt = load_checkpoint(checkpoint, map_location=runtime.device)
+    if "model" not in ckpt:
+        raise ConfigError(f"{checkpoint}: no 'model' entry; keys: {', '.join(sorted(ckpt))}")
+    model.load_state_dict(ckpt["model"])
+    metrics = evaluator.evaluate(model, validation.loader, method.predict,
+                                 save_dir=Path(save_dir) if save_dir is not None else None)
+    return metrics, tuple(evaluator.class_names)

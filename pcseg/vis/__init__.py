@@ -11,6 +11,7 @@ from pcseg.vis.palette import (
 )
 from pcseg.vis.ply import save_ply
 from pcseg.vis.render import View, open3d_unavailable_reason, render, render_panels
+from pcseg.vis.scene import save_prediction_views
 
 __all__ = [
     "PALETTES",
@@ -26,4 +27,5 @@ __all__ = [
     "render",
     "render_panels",
     "open3d_unavailable_reason",
+    "save_prediction_views",
 ]

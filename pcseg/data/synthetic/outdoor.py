@@ -15,8 +15,8 @@ import numpy as np
 
 from .raycast import GROUND, MISS, Primitives, cast
 
-__all__ = ["Street", "LidarSweep", "generate_street", "lidar_sweep", "render_camera", "kitti_calibration",
-           "image_size", "SENSOR_HEIGHT", "IMAGE_SIZE"]
+__all__ = ["Street", "LidarSweep", "generate_street", "lidar_sweep", "render_camera", "render_camera_labels",
+           "kitti_calibration", "image_size", "SENSOR_HEIGHT", "IMAGE_SIZE"]
 
 SENSOR_HEIGHT = 1.73  # m, velodyne above the road
 IMAGE_SIZE = (1241, 376)  # KITTI colour camera (width, height) at scale 1
@@ -250,6 +250,17 @@ def render_camera(street: Street, x: float, calib: dict[str, np.ndarray], size: 
     Pixel ``(u, v)`` sees along the ray that ``P2 @ Tr`` projects onto it, so LiDAR points
     projected with the same calibration land on the pixels that show their surface.
     """
+    return render_camera_labels(street, x, calib, size, rng)[0]
+
+
+def render_camera_labels(street: Street, x: float, calib: dict[str, np.ndarray], size: tuple[int, int],
+                         rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+    """:func:`render_camera` plus what each pixel shows.
+
+    Returns:
+        image (H, W, 3) uint8 and label (H, W) uint32: the raw SemanticKITTI id of the surface
+        each pixel sees, 0 (``unlabeled``) where the ray hits nothing (sky).
+    """
     width, height = size
     projection = calib["P2"] @ calib["Tr"]  # (3, 4): velodyne frame -> pixels
     m_inv = np.linalg.inv(projection[:, :3])
@@ -271,4 +282,5 @@ def render_camera(street: Street, x: float, calib: dict[str, np.ndarray], size: 
     shaded = color * (light * texture)[:, None] + rng.normal(0, 5, (len(dirs), 3))
     sky = _SKY_HORIZON + (_SKY_TOP - _SKY_HORIZON) * np.clip(dirs[:, 2:3] * 3, 0, 1)
     image = np.where(hit[:, None], shaded, sky)
-    return np.clip(image, 0, 255).astype(np.uint8).reshape(height, width, 3)
+    label = np.where(hit, label, 0).astype(np.uint32).reshape(height, width)
+    return np.clip(image, 0, 255).astype(np.uint8).reshape(height, width, 3), label
