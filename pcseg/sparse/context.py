@@ -4,7 +4,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from .kmap import KernelMap, SortedKeys, build_kernel_map
+from .kmap import KernelMap, SortedKeys, Workspace, build_kernel_map
 from .voxelize import unique_coords
 
 __all__ = ["CoordinateContext", "Stride"]
@@ -27,6 +27,7 @@ class CoordinateContext:
         self._coords: dict[Stride, Tensor] = {}
         self._keys: dict[Stride, SortedKeys] = {}
         self._maps: dict[tuple, KernelMap] = {}
+        self.workspace = Workspace()
 
     def __repr__(self) -> str:
         sizes = {s: c.shape[0] for s, c in self._coords.items()}
@@ -85,6 +86,6 @@ class CoordinateContext:
             out_stride = self.downsample(in_stride, stride)
             step = tuple(s * d for s, d in zip(in_stride, dilation))
             kmap = build_kernel_map(self.sorted_keys(in_stride), self.coords(out_stride), kernel_size,
-                                    step, same_sites=out_stride == in_stride)
+                                    step, same_sites=out_stride == in_stride, workspace=self.workspace)
         self._maps[key] = kmap
         return kmap

@@ -1,10 +1,12 @@
 """Sparse convolution and pooling on kernel maps: gather → GEMM → scatter per kernel offset.
 
-All pairs' input rows are gathered once, each offset k multiplies its slice by ``weight[k]``
-(C_in, C_out) into one (P, C_out) buffer, and a cached sparse CSR matrix sums the buffer rows into
+Each offset k gathers its input rows into a small scratch buffer and multiplies them by ``weight[k]``
+(C_in, C_out) into its slice of one (P, C_out) buffer, and a cached sparse CSR matrix sums the buffer rows into
 their output sites (a segment sum: no atomics, the same result run to run). The identity offset of a
 submanifold map is a plain matrix product with no gather or scatter. Reductions accumulate in
 float32 under bf16/fp16 autocast. The backward pass recomputes the gathers instead of storing them.
+Scratch buffers come from the kernel map's :class:`~pcseg.sparse.kmap.Workspace`, shared by the
+layers of one pass, so large CPU buffers are not faulted in anew by every layer.
 
 Everything here is plain torch and runs on CPU and CUDA tensors alike.
 """
@@ -21,21 +23,42 @@ __all__ = ["sparse_conv", "sparse_pool", "global_pool"]
 def _conv_forward(feats: Tensor, weight: Tensor, kmap: KernelMap) -> Tensor:
     """out = Σ_k scatter_k(gather_k(feats) @ weight[k]); feats (N_in, C_in), weight (K, C_in, C_out)."""
     acc_dtype = torch.promote_types(feats.dtype, torch.float32)
-    out = None
-    if kmap.in_idx.numel():
-        gathered = feats.index_select(0, kmap.in_idx)                     # (P, C_in)
-        products = feats.new_empty((gathered.shape[0], weight.shape[2]))  # (P, C_out)
+    c_in, c_out = weight.shape[1], weight.shape[2]
+    ws, device = kmap.workspace, feats.device
+    if kmap.identity >= 0:
+        out = (feats @ weight[kmap.identity]).to(acc_dtype)
+    else:
+        out = torch.zeros((kmap.n_out, c_out), dtype=acc_dtype, device=device)
+    num_pairs = kmap.in_idx.numel()
+    if num_pairs:
+        products = ws.get("products", num_pairs, c_out, feats.dtype, device)      # (P, C_out)
         for k in range(kmap.kernel_volume):
             s, e = kmap.ptr[k], kmap.ptr[k + 1]
             if e > s:
-                torch.mm(gathered[s:e], weight[k], out=products[s:e])
-        out = kmap.reducer(acc_dtype) @ products.to(acc_dtype)            # deterministic segment sum
-    if kmap.identity >= 0:
-        centre = (feats @ weight[kmap.identity]).to(acc_dtype)
-        out = centre if out is None else out.add_(centre)
-    if out is None:
-        out = feats.new_zeros((kmap.n_out, weight.shape[2]), dtype=acc_dtype)
+                gathered = ws.get("gather", e - s, c_in, feats.dtype, device)     # (P_k, C_in)
+                torch.index_select(feats, 0, kmap.in_idx[s:e], out=gathered)
+                torch.mm(gathered, weight[k], out=products[s:e])
+        if products.dtype != acc_dtype:
+            products = ws.get("products_acc", num_pairs, c_out, acc_dtype, device).copy_(products)
+        out.add_(kmap.reducer(acc_dtype) @ products)                              # deterministic segment sum
     return out.to(feats.dtype)
+
+
+def _conv_weight_grad(feats: Tensor, grad_out: Tensor, weight: Tensor, kmap: KernelMap) -> Tensor:
+    """dL/dW[k] = gather_k(feats)^T @ gather_k(grad_out), (K, C_in, C_out)."""
+    grad_weight = torch.zeros_like(weight)
+    ws, device = kmap.workspace, feats.device
+    for k in range(kmap.kernel_volume):
+        s, e = kmap.ptr[k], kmap.ptr[k + 1]
+        if e > s:
+            gathered_in = ws.get("gather", e - s, feats.shape[1], feats.dtype, device)
+            gathered_grad = ws.get("gather_grad", e - s, grad_out.shape[1], grad_out.dtype, device)
+            torch.index_select(feats, 0, kmap.in_idx[s:e], out=gathered_in)
+            torch.index_select(grad_out, 0, kmap.out_idx[s:e], out=gathered_grad)
+            torch.mm(gathered_in.t(), gathered_grad, out=grad_weight[k])
+    if kmap.identity >= 0:
+        torch.mm(feats.t(), grad_out, out=grad_weight[kmap.identity])
+    return grad_weight
 
 
 class _SparseConvFunction(torch.autograd.Function):
@@ -54,16 +77,7 @@ class _SparseConvFunction(torch.autograd.Function):
         if ctx.needs_input_grad[0]:
             grad_feats = _conv_forward(grad_out, weight.transpose(1, 2), kmap.transposed())
         if ctx.needs_input_grad[1]:
-            grad_weight = torch.zeros_like(weight)
-            if kmap.in_idx.numel():
-                gathered_in = feats.index_select(0, kmap.in_idx)
-                gathered_grad = grad_out.index_select(0, kmap.out_idx)
-                for k in range(kmap.kernel_volume):
-                    s, e = kmap.ptr[k], kmap.ptr[k + 1]
-                    if e > s:
-                        torch.mm(gathered_in[s:e].t(), gathered_grad[s:e], out=grad_weight[k])
-            if kmap.identity >= 0:
-                torch.mm(feats.t(), grad_out, out=grad_weight[kmap.identity])
+            grad_weight = _conv_weight_grad(feats, grad_out, weight, kmap)
         return grad_feats, grad_weight, None
 
 

@@ -15,7 +15,7 @@ and a checkpoint from another library converts by permuting the K axis.
 from __future__ import annotations
 
 import warnings
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from itertools import product
 
 import torch
@@ -23,7 +23,7 @@ from torch import Tensor
 
 from .coords import check_range, offset_keys, pack_keys
 
-__all__ = ["kernel_offsets", "KernelMap", "build_kernel_map", "SortedKeys"]
+__all__ = ["kernel_offsets", "KernelMap", "build_kernel_map", "SortedKeys", "Workspace"]
 
 
 def kernel_offsets(kernel_size: tuple[int, ...], device: torch.device | str = "cpu") -> Tensor:
@@ -59,6 +59,27 @@ class SortedKeys:
         return torch.where(found, self.order[pos], torch.full_like(pos, -1))
 
 
+class Workspace:
+    """Scratch buffers reused by the kernels of one coordinate context (one forward + backward).
+
+    Fresh multi-megabyte CPU tensors cost page faults on first touch, which dominated the gather and
+    the per-offset products; reusing one buffer per (name, dtype, device) across the layers of a pass
+    removes that cost. Buffers grow to the largest request and are freed with the context.
+    """
+
+    def __init__(self) -> None:
+        self._buffers: dict[tuple[str, torch.dtype, torch.device], Tensor] = {}
+
+    def get(self, name: str, rows: int, cols: int, dtype: torch.dtype, device: torch.device) -> Tensor:
+        """A (rows, cols) view of the buffer ``name``; its content is undefined."""
+        key = (name, dtype, torch.device(device))
+        buf = self._buffers.get(key)
+        if buf is None or buf.numel() < rows * cols:
+            buf = torch.empty(rows * cols, dtype=dtype, device=device)
+            self._buffers[key] = buf
+        return buf[: rows * cols].view(rows, cols)
+
+
 @dataclass
 class KernelMap:
     """Input→output pairs of a sparse convolution, grouped by kernel offset.
@@ -68,6 +89,7 @@ class KernelMap:
     identity: index of an offset that maps every site i to itself (the centre of a submanifold
     map), or -1. Its pairs are not stored (its range in ``ptr`` is empty): kernels apply it as a
     plain matrix product without gather or scatter.
+    workspace: scratch buffers shared with the other maps of the same context.
     """
 
     in_idx: Tensor
@@ -76,6 +98,7 @@ class KernelMap:
     n_in: int
     n_out: int
     identity: int = -1
+    workspace: Workspace = field(default_factory=Workspace, repr=False)
 
     def __post_init__(self) -> None:
         self._reducers: dict[torch.dtype, Tensor] = {}
@@ -93,7 +116,8 @@ class KernelMap:
     def transposed(self) -> "KernelMap":
         """The map of the transposed convolution: same pairs, input and output swapped (cached)."""
         if self._transposed is None:
-            self._transposed = KernelMap(self.out_idx, self.in_idx, self.ptr, self.n_out, self.n_in, self.identity)
+            self._transposed = KernelMap(self.out_idx, self.in_idx, self.ptr, self.n_out, self.n_in, self.identity,
+                                         self.workspace)
             self._transposed._transposed = self
         return self._transposed
 
@@ -117,13 +141,15 @@ class KernelMap:
 
 
 def build_kernel_map(in_keys: SortedKeys, out_coords: Tensor, kernel_size: tuple[int, ...],
-                     step: tuple[int, ...], same_sites: bool = False) -> KernelMap:
+                     step: tuple[int, ...], same_sites: bool = False,
+                     workspace: Workspace | None = None) -> KernelMap:
     """Match every output site with its inputs at ``out + offset * step``.
 
     in_keys: sorted keys of the input coords (N_in sites). out_coords: (N_out, 1+D) int32.
     kernel_size, step: D-tuples; ``step = input tensor stride × dilation``.
     same_sites: True when input and output coords are the same set in the same order
     (submanifold): the centre offset is then marked as identity.
+    workspace: scratch buffers to share with other maps (a new one when omitted).
     """
     device = out_coords.device
     offsets = kernel_offsets(kernel_size, device) * torch.tensor(step, dtype=torch.int64, device=device)
@@ -149,4 +175,4 @@ def build_kernel_map(in_keys: SortedKeys, out_coords: Tensor, kernel_size: tuple
         in_idx, out_idx = torch.cat([torch.stack([in_idx, out_idx])] + mirrored, dim=1)
         counts = torch.cat([counts, counts.new_zeros(1), counts.flip(0)])
     ptr = [0] + torch.cumsum(counts, 0).tolist()
-    return KernelMap(in_idx, out_idx, ptr, n_in, n_out, identity)
+    return KernelMap(in_idx, out_idx, ptr, n_in, n_out, identity, workspace or Workspace())
