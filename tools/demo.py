@@ -35,7 +35,7 @@ CONFIG = REPO / "configs" / "demo" / "scannet_sparse.yaml"
 def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--scenes", type=int, default=10, help="synthetic rooms (a quarter are validation)")
-    parser.add_argument("--points", type=int, default=60_000, help="points per room")
+    parser.add_argument("--points", type=int, default=40_000, help="points per room")
     parser.add_argument("overrides", nargs="*", help="dotted config overrides, e.g. train.epochs=5")
     return parser.parse_args(argv)
 

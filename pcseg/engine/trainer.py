@@ -44,7 +44,10 @@ AMP_DTYPES: dict[str, Optional[torch.dtype]] = {"none": None, "bf16": torch.bflo
 
 @dataclass(frozen=True)
 class Validation:
-    """What the trainer needs to evaluate: a loader, an evaluator and the period in epochs (0 = never)."""
+    """What the trainer needs to evaluate: a loader, an evaluator and the period in epochs (0 = never).
+
+    With a period, the last epoch is always evaluated too, so a run always ends with ``model_best.pth``.
+    """
 
     loader: DataLoader
     evaluator: Evaluator
@@ -122,7 +125,9 @@ class Trainer:
                 self._train_epoch(epoch, first_iter, writer)
                 first_iter = 0
                 self.method.after_epoch(self.bare_model, self.state)
-                if self.validation is not None and self.validation.period and (epoch + 1) % self.validation.period == 0:
+                last = epoch + 1 == self.max_epochs
+                if self.validation is not None and self.validation.period and \
+                        ((epoch + 1) % self.validation.period == 0 or last):
                     metrics = self.validate(epoch, writer)
                 else:
                     self.save(epoch + 1, 0)

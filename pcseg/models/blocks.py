@@ -17,6 +17,14 @@ def conv_bn_relu(in_channels: int, out_channels: int, kernel_size: int, stride: 
                          SparseBatchNorm(out_channels, momentum=bn_momentum), SparseReLU())
 
 
+def _projection(in_channels: int, out_channels: int, dim: int, bn_momentum: float) -> Optional[nn.Module]:
+    """The residual branch's 1×1 conv + BN when the channel count changes, else None (identity)."""
+    if in_channels == out_channels:
+        return None
+    return nn.Sequential(SparseConv(in_channels, out_channels, 1, dim=dim),
+                         SparseBatchNorm(out_channels, momentum=bn_momentum))
+
+
 class BasicBlock(nn.Module):
     """conv3 → BN → ReLU → conv3 → BN, plus identity (or 1×1 conv + BN when channels change), ReLU."""
 
@@ -30,10 +38,7 @@ class BasicBlock(nn.Module):
         self.conv2 = SparseConv(channels, out_channels, 3, dilation=dilation, dim=dim)
         self.norm2 = SparseBatchNorm(out_channels, momentum=bn_momentum)
         self.relu = SparseReLU()
-        self.downsample: Optional[nn.Module] = None
-        if in_channels != out_channels:
-            self.downsample = nn.Sequential(SparseConv(in_channels, out_channels, 1, dim=dim),
-                                            SparseBatchNorm(out_channels, momentum=bn_momentum))
+        self.downsample = _projection(in_channels, out_channels, dim, bn_momentum)
 
     def forward(self, x: SparseTensor) -> SparseTensor:
         residual = x if self.downsample is None else self.downsample(x)
@@ -57,10 +62,7 @@ class Bottleneck(nn.Module):
         self.conv3 = SparseConv(channels, out_channels, 1, dim=dim)
         self.norm3 = SparseBatchNorm(out_channels, momentum=bn_momentum)
         self.relu = SparseReLU()
-        self.downsample: Optional[nn.Module] = None
-        if in_channels != out_channels:
-            self.downsample = nn.Sequential(SparseConv(in_channels, out_channels, 1, dim=dim),
-                                            SparseBatchNorm(out_channels, momentum=bn_momentum))
+        self.downsample = _projection(in_channels, out_channels, dim, bn_momentum)
 
     def forward(self, x: SparseTensor) -> SparseTensor:
         residual = x if self.downsample is None else self.downsample(x)
