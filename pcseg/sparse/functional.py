@@ -75,7 +75,12 @@ class _SparseConvFunction(torch.autograd.Function):
         grad_out = grad_out.contiguous()
         grad_feats = grad_weight = None
         if ctx.needs_input_grad[0]:
-            grad_feats = _conv_forward(grad_out, weight.transpose(1, 2), kmap.transposed())
+            if kmap.identity >= 0:
+                # A submanifold map is symmetric: its transpose is itself with the offsets reversed,
+                # so the input gradient reuses this map (and its cached reducer) with flipped weights.
+                grad_feats = _conv_forward(grad_out, weight.flip(0).transpose(1, 2), kmap)
+            else:
+                grad_feats = _conv_forward(grad_out, weight.transpose(1, 2), kmap.transposed())
         if ctx.needs_input_grad[1]:
             grad_weight = _conv_weight_grad(feats, grad_out, weight, kmap)
         return grad_feats, grad_weight, None
