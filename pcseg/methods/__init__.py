@@ -1,5 +1,6 @@
 """Training methods: plug-ins to the one trainer through :class:`pcseg.engine.hooks.MethodHooks`."""
 from .registry import METHODS, build_method
-from . import cpcm  # noqa: F401  (registers CPCM)
+from .cpcm import CPCM
+from .hpal import HPAL
 
-__all__ = ["METHODS", "build_method"]
+__all__ = ["METHODS", "build_method", "CPCM", "HPAL"]

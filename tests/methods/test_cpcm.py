@@ -1,0 +1,228 @@
+"""CPCM: RegionMask against numpy, the JS term by hand, stop-gradient, ramp-up, one trainer step."""
+import json
+import math
+
+import numpy as np
+import pytest
+import torch
+from torch import nn
+
+from pcseg.data.synthetic import make_scannet
+from pcseg.engine.build import build_trainer, setup_runtime
+from pcseg.engine.config import config_from_dict
+from pcseg.engine.hooks import TrainState
+from pcseg.methods import METHODS, build_method
+from pcseg.methods.cpcm import CPCM, RegionMask, js_divergence, mask_generator, rampup_weight
+from pcseg.methods.cpcm import region_boundaries, region_ids
+from pcseg.sparse import SparseTensor
+
+
+def _cube(side: int, batch: int = 0) -> torch.Tensor:
+    """(side**3, 4) int32 coords of a full cube, batch index ``batch``."""
+    grid = torch.stack(torch.meshgrid(*[torch.arange(side)] * 3, indexing="ij"), -1).reshape(-1, 3)
+    return torch.cat([torch.full((len(grid), 1), batch), grid], 1).to(torch.int32)
+
+
+def _scene(n: int, seed: int) -> torch.Tensor:
+    """(n, 3) int32 skewed voxel coordinates (quantiles far from the box's equal split)."""
+    rng = np.random.default_rng(seed)
+    return torch.from_numpy((rng.exponential([10.0, 4.0, 2.0], (n, 3))).astype(np.int32))
+
+
+@pytest.mark.parametrize("grid", [2, 4, 8])
+def test_region_boundaries_are_numpy_quantiles(grid):
+    coords = _scene(500, grid)
+    expected = np.quantile(coords.numpy(), np.arange(1, grid) / grid, axis=0).T
+    np.testing.assert_allclose(region_boundaries(coords, grid).numpy(), expected, rtol=0, atol=1e-12)
+    slabs = np.stack([np.searchsorted(expected[a], coords[:, a].numpy(), side="right") for a in range(3)], 1)
+    np.testing.assert_array_equal(region_ids(coords, grid).numpy(), slabs @ grid ** np.arange(3))
+
+
+@pytest.mark.parametrize("ratio,grid,side", [(0.75, 4, 8), (0.5, 2, 6), (0.75, 8, 16), (0.3, 4, 8)])
+def test_masked_fraction_of_regions_is_the_ratio(ratio, grid, side):
+    coords = torch.cat([_cube(side, 0), _cube(side, 1)])  # every region holds side**3 / grid**3 voxels
+    mask = RegionMask(ratio, grid)(coords, torch.Generator().manual_seed(0))
+    n_masked = round(ratio * grid ** 3)
+    for b in (0, 1):
+        rows = coords[:, 0] == b
+        ids = region_ids(coords[rows, 1:], grid)
+        masked_regions = ids[mask[rows]].unique()
+        assert len(masked_regions) == n_masked
+        assert not (mask[rows] & torch.isin(ids, masked_regions).logical_not()).any()  # whole regions
+        assert mask[rows].float().mean().item() == pytest.approx(n_masked / grid ** 3)
+
+
+def test_region_mask_splits_each_scene_by_its_own_quantiles():
+    coords = torch.cat([torch.cat([torch.zeros(400, 1, dtype=torch.int32), _scene(400, 1)], 1),
+                        torch.cat([torch.ones(300, 1, dtype=torch.int32), _scene(300, 2) + 50], 1)])
+    mask = RegionMask(0.75, 4)(coords, torch.Generator().manual_seed(3))
+    for b in (0, 1):
+        rows = coords[:, 0] == b
+        ids = region_ids(coords[rows, 1:], 4)
+        masked, kept = set(ids[mask[rows]].tolist()), set(ids[~mask[rows]].tolist())
+        assert not masked & kept and len(masked) <= 48 and len(masked | kept) == len(ids.unique())
+
+
+def test_seeded_masks_are_reproducible():
+    coords = torch.cat([_cube(8, 0), _cube(8, 1)])
+    rm = RegionMask(0.75, 4)
+    a = rm(coords, torch.Generator().manual_seed(7))
+    assert torch.equal(a, rm(coords, torch.Generator().manual_seed(7)))
+    assert not torch.equal(a, rm(coords, torch.Generator().manual_seed(8)))
+    assert torch.equal(rm(coords, mask_generator(0, 5)), rm(coords, mask_generator(0, 5)))
+    assert not torch.equal(rm(coords, mask_generator(0, 5)), rm(coords, mask_generator(0, 6)))
+
+
+def test_apply_zeroes_masked_rows_only():
+    coords = _cube(4)
+    feats = torch.randn(len(coords), 3)
+    mask = RegionMask(0.5, 2)(coords, torch.Generator().manual_seed(1))
+    out = RegionMask(0.5, 2).apply(feats, coords, torch.Generator().manual_seed(1))
+    assert torch.equal(out[mask], torch.zeros_like(out[mask])) and torch.equal(out[~mask], feats[~mask])
+
+
+@pytest.mark.parametrize("kwargs", [{"mask_ratio": 1.5}, {"grid": 0}, {"grid": 2.0}])
+def test_region_mask_rejects_bad_settings(kwargs):
+    with pytest.raises(ValueError, match="RegionMask"):
+        RegionMask(**kwargs)
+
+
+def test_js_divergence_by_hand():
+    target = torch.tensor([[1.0, 0.0], [0.2, 0.8], [0.3, 0.7]])
+    probs = torch.tensor([[0.5, 0.5], [0.6, 0.4], [0.3, 0.7]])
+    # row 1: m = (.75, .25): KL(p|m) = log(4/3), KL(q|m) = .5 log(2/3) + .5 log 2 = .5 log(4/3)
+    row1 = 0.5 * (math.log(4 / 3) + 0.5 * math.log(4 / 3))
+    # row 2: m = (.4, .6): KL(p|m) = .2 log(.5) + .8 log(4/3), KL(q|m) = .6 log(1.5) + .4 log(2/3)
+    row2 = 0.5 * (0.2 * math.log(0.5) + 0.8 * math.log(4 / 3) + 0.6 * math.log(1.5) + 0.4 * math.log(2 / 3))
+    value = js_divergence(target, probs.log())  # softmax(log q) = q
+    assert value.item() == pytest.approx((row1 + row2 + 0.0) / 3, rel=1e-6)
+    disjoint = js_divergence(torch.tensor([[1.0, 0.0]]), torch.tensor([[-30.0, 30.0]]))
+    assert disjoint.item() == pytest.approx(math.log(2), rel=1e-6)  # the maximum: disjoint supports
+
+
+def test_js_divergence_stops_the_target_gradient():
+    source = torch.randn(5, 4, requires_grad=True)
+    logits = torch.randn(5, 4, requires_grad=True)
+    js_divergence(torch.softmax(source, 1), logits).backward()
+    assert source.grad is None and logits.grad is not None and logits.grad.abs().sum() > 0
+
+
+def test_rampup_weight_is_linear_over_the_epochs():
+    state = lambda step: TrainState(epoch=step // 10, step=step, max_epochs=20, max_steps=200, iters_per_epoch=10)
+    assert [rampup_weight(5.0, 5, state(s)) for s in (0, 25, 50, 120)] == [0.0, 2.5, 5.0, 5.0]
+    assert rampup_weight(10.0, 0, state(0)) == 10.0
+
+
+class Pointwise(nn.Module):
+    """Per-voxel linear classifier; records the batch sizes it sees."""
+
+    def __init__(self, channels: int = 3, classes: int = 4):
+        super().__init__()
+        self.linear = nn.Linear(channels, classes)
+        self.scenes, self.outputs = [], []
+
+    def forward(self, x):
+        self.scenes.append(x.batch_size)
+        self.outputs.append(self.linear(x.F))
+        return SparseTensor(self.outputs[-1], x.C, context=x.context)
+
+
+def _two_view_batch(n_scenes: int = 2, side: int = 6, noise: float = 0.3):
+    """Both views hold the same voxels (view 2 permuted, features with ``noise`` added)."""
+    g = torch.Generator().manual_seed(0)
+    coords = torch.cat([_cube(side, b) for b in range(n_scenes)])
+    m = len(coords)
+    perm = torch.randperm(m, generator=g)  # view 2: the same voxels in another order (points map through inverse)
+    labels = torch.full((m,), -100)
+    labels[::17] = torch.randint(0, 4, (len(labels[::17]),), generator=g)
+    feats = torch.randn(m, 3, generator=g)
+    inverse = torch.arange(m)
+    return {"coords": coords, "feats": feats.clone().requires_grad_(True), "labels": labels, "inverse": inverse,
+            "view2_coords": coords[perm],
+            "view2_feats": (feats[perm] + noise * torch.randn(m, 3, generator=g)).requires_grad_(True),
+            "view2_labels": labels[perm], "view2_inverse": torch.argsort(perm),
+            "names": [f"s{b}" for b in range(n_scenes)]}
+
+
+STATE = TrainState(epoch=9, step=90, max_epochs=10, max_steps=100, iters_per_epoch=10)
+
+
+@pytest.mark.parametrize("target_view", [1, 2])
+def test_no_gradient_reaches_the_stop_gradient_branch(target_view):
+    batch, model = _two_view_batch(), Pointwise()
+    losses = CPCM(target_view=target_view, rampup_epochs=0).losses(model, batch, STATE)
+    assert model.scenes == [6]  # one forward: view 1, view 2, masked view 2 of 2 scenes
+    logits = model.outputs[0]
+    (grad,) = torch.autograd.grad(losses["js"], logits)
+    view1, view2, masked = torch.split(grad, [len(batch["coords"])] * 3)
+    assert not view1.any() and not view2.any()  # both unmasked branches: targets (detached) or unused
+    assert masked.abs().sum() > 0
+
+
+def test_the_masked_view_gets_the_configured_mask():
+    batch = _two_view_batch()
+    method = CPCM(mask_ratio=0.75, grid=2)
+    feats_masked = method.branches(batch, STATE)[2][0]
+    zeroed = (feats_masked == 0).all(1)
+    expected = RegionMask(0.75, 2)(batch["view2_coords"], mask_generator(0, STATE.step))
+    assert torch.equal(zeroed, expected)
+
+
+def test_consistency_only_compares_the_two_unmasked_views():
+    batch, model = _two_view_batch(), Pointwise()
+    losses = CPCM(consistency_only=True, rampup_epochs=0).losses(model, batch, STATE)
+    assert model.scenes == [4]
+    losses["js"].backward()
+    assert not batch["feats"].grad.any() and batch["view2_feats"].grad.abs().sum() > 0
+    # views with equal features (view 2 a permutation of view 1, matching inverse maps) agree exactly
+    same = _two_view_batch(noise=0.0)
+    assert CPCM(consistency_only=True, rampup_epochs=0).losses(model, same, STATE)["js"].item() == \
+        pytest.approx(0.0, abs=1e-6)
+
+
+def test_ce_uses_the_labelled_voxels_of_both_views():
+    batch, model = _two_view_batch(), Pointwise()
+    ce = CPCM().losses(model, batch, STATE)["ce"]
+    logits = model.linear(batch["feats"])
+    labelled = batch["labels"] != -100
+    logits2 = model.linear(batch["view2_feats"])
+    labelled2 = batch["view2_labels"] != -100
+    expected = nn.functional.cross_entropy(torch.cat([logits[labelled], logits2[labelled2]]),
+                                           torch.cat([batch["labels"][labelled], batch["view2_labels"][labelled2]]))
+    assert ce.item() == pytest.approx(expected.item(), rel=1e-5)
+
+
+def test_cpcm_is_registered_and_checks_its_keys():
+    assert METHODS["CPCM"] is CPCM
+    assert build_method({"name": "CPCM", "grid": 8, "weight": 10.0}).region_mask.grid == 8
+    with pytest.raises(TypeError, match="unknown key"):
+        build_method({"name": "CPCM", "mask_ration": 0.5})
+    with pytest.raises(ValueError, match="target_view"):
+        CPCM(consistency_only=True, target_view=2)
+    with pytest.raises(KeyError, match="TwoViews"):
+        CPCM().losses(Pointwise(), {k: v for k, v in _two_view_batch().items() if not k.startswith("view2")}, STATE)
+
+
+def test_one_cpcm_epoch_through_the_trainer(tmp_path):
+    data = tmp_path / "scannet"
+    make_scannet(data, num_scenes=3, seed=0, num_points=1000)  # 2 train rooms, 1 val room
+    cfg = config_from_dict({
+        "data": {"name": "TwoViews",
+                 "kwargs": {"dataset": "ScanNet", "root": str(data), "voxel_size": 0.3,
+                            "view_transforms": [{"name": "RandomRotateZ"}, {"name": "RandomScale"},
+                                                {"name": "RandomFlip"}, {"name": "ChromaticJitter"},
+                                                {"name": "NormalizeColor"}]},
+                 "val": {"split": "val", "transforms": [{"name": "NormalizeColor"}]}, "batch_size": 2},
+        "model": {"name": "MinkUNet14A", "in_channels": 3, "num_classes": 20, "D": 3},
+        "method": {"name": "CPCM", "grid": 2, "rampup_epochs": 0},
+        "train": {"epochs": 1, "log_period": 1},
+    })
+    trainer = build_trainer(cfg, build_method(cfg.method), setup_runtime(cfg), tmp_path / "work")
+    batch = next(iter(trainer.train_loader))
+    assert 100 < len(batch["coords"]) < 2000 and len(batch["view2_coords"]) > 100
+    trainer.train()
+    records = [json.loads(line) for line in (tmp_path / "work" / "log.jsonl").read_text().splitlines()]
+    train, val = records[0], records[-1]
+    assert train["type"] == "train" and val["type"] == "val"
+    assert math.isfinite(train["loss_ce"]) and train["loss_js"] > 0
+    assert train["loss"] == pytest.approx(train["loss_ce"] + train["loss_js"], rel=1e-5)

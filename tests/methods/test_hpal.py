@@ -1,0 +1,262 @@
+"""HPAL against independent oracles: brute-force region margins and greedy suppression, exact and
+never-repeated selections, the EMA / KL / pseudo-label formulas by hand, teacher resume."""
+import itertools
+import math
+
+import numpy as np
+import pytest
+import torch
+from torch import nn
+
+from pcseg.data.datasets import SegmentationDataset
+from pcseg.data.transforms import build_transforms
+from pcseg.engine.hooks import TrainState
+from pcseg.methods import METHODS, build_method
+from pcseg.methods.hpal import (HPAL, ScenePool, annotatable, conflict_pairs, cumulative_targets, ema_update,
+                                hierarchical_uncertainty, kl_consistency, margin, merge_pools, model_selection,
+                                pseudo_labels, random_selection, region_margin, suppress)
+from pcseg.sparse import SparseTensor
+
+STATE = TrainState(epoch=0, step=3, max_epochs=1, max_steps=10, iters_per_epoch=10)
+
+
+def _cloud(n: int, classes: int, seed: int, extent: float = 2.5):
+    g = torch.Generator().manual_seed(seed)
+    points = torch.rand(n, 3, generator=g) * extent - 0.3  # negative coordinates too
+    probs = torch.softmax(3 * torch.randn(n, classes, generator=g), 1)
+    return points, probs
+
+
+def _brute_region_margin(points, probs, cell):
+    groups = {}
+    for i, p in enumerate(points.tolist()):
+        groups.setdefault(tuple(math.floor(v / cell) for v in p), []).append(i)
+    out = [0.0] * len(points)
+    for members in groups.values():
+        mean = [sum(probs[i, c].item() for i in members) / len(members) for c in range(probs.shape[1])]
+        top = sorted(mean, reverse=True)
+        for i in members:
+            out[i] = top[0] - top[1]
+    return torch.tensor(out)
+
+
+@pytest.mark.parametrize("cell", [0.1, 0.5, 1.0])
+def test_region_margin_equals_a_per_cell_python_loop(cell):
+    points, probs = _cloud(300, 5, seed=1)
+    torch.testing.assert_close(region_margin(points, probs, cell), _brute_region_margin(points, probs, cell),
+                               rtol=0, atol=1e-6)
+
+
+def test_hierarchical_uncertainty_combines_the_levels():
+    points, probs = _cloud(200, 4, seed=2)
+    top = probs.sort(1, descending=True).values
+    expected = 1 - (top[:, 0] - top[:, 1])
+    for weight, cell in ((0.1, 0.1), (0.01, 0.5), (0.001, 1.0)):
+        expected = expected + weight * (1 - _brute_region_margin(points, probs, cell))
+    torch.testing.assert_close(hierarchical_uncertainty(points, probs), expected, rtol=0, atol=1e-6)
+    assert torch.equal(margin(torch.tensor([[0.25, 0.5, 0.125, 0.125]])), torch.tensor([0.25]))
+
+
+def _brute_suppress(points, feats, scores, radius=0.2, max_cosine=0.8):
+    order = sorted(range(len(scores)), key=lambda i: (-scores[i].item(), i))
+    chosen = []
+    for i in order:
+        if not any((points[i].double() - points[j].double()).norm() <= radius and
+                   torch.nn.functional.cosine_similarity(feats[i], feats[j], dim=0) > max_cosine for j in chosen):
+            chosen.append(i)
+    return chosen
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_suppression_equals_brute_force_greedy(seed):
+    g = torch.Generator().manual_seed(seed)
+    n = 250
+    points = torch.rand(n, 3, generator=g) * 1.2
+    centres = torch.randn(4, 8, generator=g)  # clustered features: many pairs above the cosine threshold
+    feats = centres[torch.randint(0, 4, (n,), generator=g)] + 0.5 * torch.randn(n, 8, generator=g)
+    scores = torch.randint(0, 50, (n,), generator=g).float()  # ties: lower index first
+    kept = suppress(points, feats, scores)
+    expected = _brute_suppress(points, feats, scores)
+    assert kept.tolist() == expected
+    assert 10 < len(expected) < n  # the case suppresses some candidates, not all
+
+
+def test_conflict_pairs_do_not_depend_on_the_chunking():
+    g = torch.Generator().manual_seed(5)
+    points, feats = torch.rand(150, 3, generator=g), torch.randn(150, 3, generator=g)
+    rank = torch.randperm(150, generator=g)
+    whole = set(zip(*[t.tolist() for t in conflict_pairs(points, feats, rank)]))
+    chunked = set(zip(*[t.tolist() for t in conflict_pairs(points, feats, rank, max_pairs=40)]))
+    brute = {(i, j) for i, j in itertools.permutations(range(150), 2) if rank[j] < rank[i] and
+             (points[i].double() - points[j].double()).norm() <= 0.2 and
+             torch.nn.functional.cosine_similarity(feats[i], feats[j], dim=0) > 0.8}
+    assert whole == chunked == brute and brute
+
+
+def test_cumulative_targets():
+    assert cumulative_targets(100_000, 0.01, 5) == [200, 400, 600, 800, 1000]
+    assert cumulative_targets(100_000, 0.01, 2)[0] == cumulative_targets(100_000, 0.01, 1)[0] == 200
+    with pytest.raises(ValueError, match="round 0 would label"):
+        cumulative_targets(100, 0.01, 5)
+
+
+def test_random_selection_is_exact_and_skips_labelled_points():
+    rng = np.random.default_rng(0)
+    segments = {"a": rng.integers(-1, 3, 500), "b": rng.integers(0, 3, 300)}
+    segments["a"][segments["a"] < 0] = -100
+    labelled = {"a": np.arange(0, 500, 3), "b": np.arange(0, 300, 2)}
+    available = {s: annotatable(segments[s], labelled[s]) for s in segments}
+    picks = random_selection(available, 200, np.random.default_rng(1))
+    assert sum(len(p) for p in picks.values()) == 200
+    for s, idx in picks.items():
+        assert len(np.unique(idx)) == len(idx)
+        assert not np.isin(idx, labelled[s]).any() and (segments[s][idx] != -100).all()
+    with pytest.raises(ValueError, match="only"):
+        random_selection(available, 10_000, np.random.default_rng(1))
+
+
+def f32(*values):
+    return np.array(values, np.float32)
+
+
+def test_merge_pools_ranks_globally_then_fills_from_spare():
+    pools = [ScenePool("a", np.array([5, 1]), f32(0.9, 0.5), np.array([7]), f32(0.95)),
+             ScenePool("b", np.array([3]), f32(0.7), np.array([2, 4]), f32(0.6, 0.1))]
+    assert {k: v.tolist() for k, v in merge_pools(pools, 2).items()} == {"a": [5], "b": [3]}
+    assert {k: v.tolist() for k, v in merge_pools(pools, 5).items()} == {"a": [1, 5, 7], "b": [2, 3]}
+    with pytest.raises(ValueError, match="candidate_factor"):
+        merge_pools(pools, 7)
+
+
+class Reader:
+    NUM_CLASSES = 3
+    CLASS_NAMES = ("a", "b", "c")
+
+    def __init__(self, n: int = 600) -> None:
+        rng = np.random.default_rng(0)
+        self.scenes = ["r0", "r1"]
+        self.data = {s: {"coord": rng.uniform(0, 2, (n + 100 * k, 3)).astype(np.float32),
+                         "color": rng.uniform(0, 255, (n + 100 * k, 3)).astype(np.float32),
+                         "segment": rng.integers(-1, 3, n + 100 * k).astype(np.int64)}
+                     for k, s in enumerate(self.scenes)}
+        for d in self.data.values():
+            d["segment"][d["segment"] < 0] = -100
+
+    def load(self, name):
+        return {**{k: v.copy() for k, v in self.data[name].items()}, "name": name}
+
+
+class PointNet(nn.Module):
+    """Per-voxel MLP with the forward_features / forward_head split of pcseg's models."""
+
+    def __init__(self, channels: int = 3, classes: int = 3):
+        super().__init__()
+        self.body, self.head = nn.Sequential(nn.Linear(channels, 8), nn.ReLU()), nn.Linear(8, classes)
+
+    def forward_features(self, x):
+        return SparseTensor(self.body(x.F), x.C, context=x.context)
+
+    def forward_head(self, f):
+        return SparseTensor(self.head(f.F), f.C, context=f.context)
+
+    def forward(self, x):
+        return self.forward_head(self.forward_features(x))
+
+
+@pytest.mark.parametrize("strategy", ["hpal", "margin"])
+def test_a_round_is_exact_and_never_picks_labelled_points(strategy):
+    torch.manual_seed(0)
+    reader = Reader()
+    dataset = SegmentationDataset(reader, 0.05, transforms=build_transforms([{"name": "NormalizeColor"}]))
+    labelled = {"r0": np.arange(0, 600, 4), "r1": np.arange(1, 700, 5)}
+    sizes = {s: len(reader.data[s]["segment"]) for s in reader.scenes}
+    picks = model_selection(PointNet(), dataset, labelled, sizes, 90, strategy, torch.device("cpu"))
+    assert sum(len(p) for p in picks.values()) == 90
+    for s, idx in picks.items():
+        assert len(np.unique(idx)) == len(idx) and not np.isin(idx, labelled[s]).any()
+        assert (reader.data[s]["segment"][idx] != -100).all()
+
+
+def test_ema_update_is_the_hand_formula():
+    torch.manual_seed(0)
+    student, teacher = (nn.Sequential(nn.Linear(3, 2), nn.BatchNorm1d(2)) for _ in range(2))
+    student(torch.randn(8, 3))  # moves the student's running statistics and num_batches_tracked
+    before = {k: v.clone() for k, v in teacher.state_dict().items()}
+    ema_update(teacher, student, 0.955)
+    for key, value in teacher.state_dict().items():
+        s = student.state_dict()[key]
+        expected = s if key.endswith("num_batches_tracked") else 0.955 * before[key] + 0.045 * s
+        torch.testing.assert_close(value, expected, rtol=0, atol=1e-7)
+
+
+def test_pseudo_labels_follow_the_threshold_rule():
+    probs = torch.tensor([[0.8, 0.1, 0.1], [0.75, 0.25, 0.0], [0.1, 0.05, 0.85], [0.9, 0.05, 0.05], [0.4, 0.3, 0.3]])
+    labelled = torch.tensor([False, False, False, True, False])
+    assert pseudo_labels(probs, labelled, 0.75).tolist() == [0, -100, 2, -100, -100]
+
+
+def test_kl_consistency_by_hand():
+    p = torch.tensor([[0.5, 0.5, 0.0], [0.2, 0.3, 0.5]])
+    q = torch.tensor([[0.25, 0.25, 0.5], [0.5, 0.25, 0.25]])
+    rows = [0.5 * math.log(2) * 2, 0.2 * math.log(0.4) + 0.3 * math.log(1.2) + 0.5 * math.log(2)]
+    assert kl_consistency(p, q.log()).item() == pytest.approx(sum(rows) / 2, rel=1e-6)
+    assert kl_consistency(p[1:], p[1:].log()).item() == pytest.approx(0.0, abs=1e-7)
+
+
+def _two_views(n: int = 40):
+    g = torch.Generator().manual_seed(0)
+    xyz = torch.randint(0, 9, (n, 3), generator=g, dtype=torch.int32)
+    coords = torch.cat([torch.zeros(n, 1, dtype=torch.int32), xyz], 1)
+    coords = torch.unique(coords, dim=0)
+    m = len(coords)
+    labels = torch.full((m,), -100)
+    labels[::5] = torch.randint(0, 3, (len(labels[::5]),), generator=g)
+    return {"coords": coords, "feats": torch.randn(m, 3, generator=g), "labels": labels, "inverse": torch.arange(m),
+            "view2_coords": coords, "view2_feats": torch.randn(m, 3, generator=g), "view2_labels": labels,
+            "view2_inverse": torch.arange(m), "names": ["s0"]}
+
+
+def test_losses_train_the_student_only_and_the_teacher_follows_by_ema():
+    torch.manual_seed(0)
+    model, method = PointNet(), HPAL(confidence=0.0)  # every unlabelled point gets a pseudo-label
+    method.before_train(model, STATE)
+    losses = method.losses(model, _two_views(), STATE)
+    assert set(losses) == {"ce", "kl", "pseudo"} and losses["pseudo"] > 0 and losses["kl"] >= 0
+    sum(losses.values()).backward()
+    assert all(p.grad is not None for p in model.parameters())
+    assert all(p.grad is None and not p.requires_grad for p in method.teacher.parameters())
+    before = [p.clone() for p in method.teacher.parameters()]
+    with torch.no_grad():
+        for p in model.parameters():
+            p.add_(1.0)
+    method.after_step(model, STATE)
+    for t, b, s in zip(method.teacher.parameters(), before, model.parameters()):
+        torch.testing.assert_close(t, 0.955 * b + 0.045 * s)
+
+
+def test_the_teacher_resumes_from_the_state_dict():
+    torch.manual_seed(0)
+    model, first = PointNet(), HPAL()
+    first.before_train(model, STATE)
+    with torch.no_grad():
+        for p in first.teacher.parameters():
+            p.mul_(3.0)  # a teacher unlike the student
+    state = first.state_dict()
+    resumed = HPAL()
+    resumed.load_state_dict(state)  # the trainer loads the method state before before_train
+    resumed.before_train(model, STATE)
+    for a, b in zip(resumed.teacher.state_dict().values(), first.teacher.state_dict().values()):
+        assert torch.equal(a, b)
+    with pytest.raises(ValueError, match="teacher"):
+        HPAL().load_state_dict({"student": {}})
+
+
+def test_hpal_is_registered_and_checks_its_settings():
+    assert METHODS["HPAL"] is HPAL
+    assert build_method({"name": "HPAL", "ema_decay": 0.99}).ema_decay == 0.99
+    with pytest.raises(ValueError, match="HPAL.confidence"):
+        HPAL(confidence=1.5)
+    with pytest.raises(KeyError, match="TwoViews"):
+        m = HPAL()
+        m.before_train(PointNet(), STATE)
+        m.losses(PointNet(), {k: v for k, v in _two_views().items() if not k.startswith("view2")}, STATE)
