@@ -19,7 +19,8 @@ setup(
         "scipy>=1.10",
     ],
     extras_require={
-        "test": ["pytest>=7.0", "pytest-xdist>=3.0", "scipy>=1.10", "matplotlib>=3.5", "open3d-cpu==0.20.0"],
+        "test": ["pytest>=7.0", "pytest-xdist>=3.0", "scipy>=1.10", "matplotlib>=3.5", "open3d-cpu==0.20.0",
+                 "scikit-image>=0.21"],
         "vis": ["open3d-cpu==0.20.0", "matplotlib>=3.5"],
         "log": ["tensorboard>=2.10"],
         "slidr": ["scikit-image>=0.21"],

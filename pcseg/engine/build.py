@@ -17,6 +17,7 @@ from torch.optim import SGD, AdamW, Optimizer
 from pcseg.data.collate import collate_sparse
 from pcseg.data.datasets import DATASETS  # the module whose import registers the datasets
 from pcseg.data import views as _views  # noqa: F401  (registers the TwoViews wrapper)
+from pcseg.data import lidar_camera as _lidar_camera  # noqa: F401  (registers the LidarCamera wrapper)
 from pcseg.models import build_model
 
 from .checkpoint import load_checkpoint
@@ -31,7 +32,7 @@ from .seeding import seed_all, set_deterministic
 from .trainer import Trainer, Validation
 
 __all__ = ["Runtime", "setup_runtime", "build_dataset", "build_model_from_config", "build_optimizer",
-           "build_scheduler", "build_validation", "build_trainer", "evaluate_checkpoint"]
+           "build_scheduler", "build_validation", "build_trainer", "evaluate_checkpoint", "init_weights"]
 
 _RESERVED_DATA_KEYS = ("split", "transforms", "budget", "seed")
 
@@ -68,15 +69,39 @@ def build_dataset(cfg: Config, split: SplitConfig, *, train: bool) -> Any:
 
 
 def build_model_from_config(cfg: Config, num_classes: int, device: torch.device) -> nn.Module:
-    """``build_model(cfg.model)`` on ``device``, checking ``model.num_classes`` against the dataset's."""
+    """``build_model(cfg.model)`` on ``device``, checking ``model.num_classes`` against the dataset's.
+
+    ``model.init_from`` is not passed to ``build_model``: :func:`build_trainer` applies it (:func:`init_weights`).
+    """
     if cfg.model.get("num_classes") != num_classes:
         raise ConfigError(f"model.num_classes: expected {num_classes} (classes of dataset {cfg.data.name}), "
                           f"got {cfg.model.get('num_classes')}")
-    return build_model(thaw(cfg.model)).to(device)
+    spec = thaw(cfg.model)
+    spec.pop("init_from", None)
+    return build_model(spec).to(device)
 
 
-def build_optimizer(params: Iterable[nn.Parameter], cfg: TrainConfig) -> Optimizer:
-    """SGD (momentum, nesterov, weight decay) or AdamW from ``train``."""
+def init_weights(model: nn.Module, path: str | Path) -> list[str]:
+    """Load the ``"model"`` entry of checkpoint ``path`` into ``model`` (``model.init_from``: pre-trained weights).
+
+    Every key of the file must exist in ``model`` with the same shape; model keys the file lacks (e.g.
+    the classifier of a backbone-only checkpoint) keep their fresh initialisation and are returned.
+    """
+    state = load_checkpoint(path)
+    if "model" not in state:
+        raise ConfigError(f"model.init_from: {path} has no 'model' entry; keys: {', '.join(sorted(state))}")
+    own = model.state_dict()
+    unexpected = [k for k in state["model"] if k not in own]
+    mismatched = [f"{k} {tuple(v.shape)} vs {tuple(own[k].shape)}" for k, v in state["model"].items()
+                  if k in own and v.shape != own[k].shape]
+    if unexpected or mismatched:
+        raise ConfigError(f"model.init_from: {path} does not fit {type(model).__name__}: unknown keys "
+                          f"{unexpected[:5]}, shape mismatches {mismatched[:5]}")
+    return model.load_state_dict(state["model"], strict=False).missing_keys
+
+
+def build_optimizer(params: Iterable[nn.Parameter] | Iterable[dict[str, Any]], cfg: TrainConfig) -> Optimizer:
+    """SGD (momentum, nesterov, weight decay) or AdamW from ``train`` over parameters or parameter groups."""
     if cfg.optimizer == "sgd":
         return SGD(params, lr=cfg.lr, momentum=cfg.momentum, nesterov=cfg.nesterov and cfg.momentum > 0,
                    weight_decay=cfg.weight_decay)
@@ -105,13 +130,19 @@ def build_trainer(cfg: Config, method: MethodHooks, runtime: Runtime, work_dir: 
     loader = make_loader(train_set, batch_size=cfg.data.batch_size, collate_fn=collate, train=True,
                          seed=cfg.seed, dist=runtime.dist, num_workers=cfg.data.num_workers)
     model = build_model_from_config(cfg, train_set.num_classes, runtime.device)
-    optimizer = build_optimizer(model.parameters(), cfg.train)
+    init_from = cfg.model.get("init_from")
+    fresh = init_weights(model, init_from) if init_from is not None else []
+    optimizer = build_optimizer(method.param_groups(model), cfg.train)
     scheduler = build_scheduler(optimizer, cfg.train, cfg.train.epochs * len(loader))
     validation: Optional[Validation] = build_validation(cfg, runtime) if cfg.eval.period else None
-    return Trainer(wrap_model(model, runtime.dist, runtime.device), method, optimizer, scheduler, loader,
-                   max_epochs=cfg.train.epochs, work_dir=work_dir, device=runtime.device, validation=validation,
-                   amp=cfg.train.amp, grad_clip=cfg.train.grad_clip, log_period=cfg.train.log_period,
-                   checkpoint_period=cfg.train.checkpoint_period, dist=runtime.dist)
+    trainer = Trainer(wrap_model(model, runtime.dist, runtime.device), method, optimizer, scheduler, loader,
+                      max_epochs=cfg.train.epochs, work_dir=work_dir, device=runtime.device, validation=validation,
+                      amp=cfg.train.amp, grad_clip=cfg.train.grad_clip, log_period=cfg.train.log_period,
+                      checkpoint_period=cfg.train.checkpoint_period, dist=runtime.dist)
+    if init_from is not None:
+        trainer.logger.info("model.init_from: loaded %s; %d tensors keep their fresh initialisation: %s",
+                            init_from, len(fresh), ", ".join(fresh) or "none")
+    return trainer
 
 
 def evaluate_checkpoint(cfg: Config, method: MethodHooks, runtime: Runtime, checkpoint: str | Path,

@@ -48,6 +48,15 @@ class MethodHooks:
         """Voxel logits (ΣM, num_classes) used for evaluation; default: ``model(x).F``."""
         return model(sparse_input(batch)).F
 
+    def param_groups(self, model: nn.Module) -> list[dict[str, Any]]:
+        """The optimiser's parameter groups (``torch.optim`` dicts; a group without ``lr`` gets ``train.lr``).
+
+        Called once by ``build_trainer`` with the bare model on its device, before the optimiser and
+        the DDP wrapper exist: a method that trains modules of its own builds them here; one that
+        freezes parts of the model sets ``requires_grad`` here. Default: every model parameter.
+        """
+        return [{"params": list(model.parameters())}]
+
     def before_train(self, model: nn.Module, state: TrainState) -> None:
         """Once, before the first iteration (also when resuming)."""
 
@@ -81,10 +90,34 @@ class Supervised(MethodHooks):
 
     The mean runs over the labelled voxels of the batch; a batch without any gives a zero loss that
     still touches every parameter (so DDP's gradient all-reduce sees them all).
+
+    freeze_backbone: linear probing. Only the model's classifier ``model.head`` trains; every other
+    parameter is frozen and every other module kept in eval mode (BatchNorm statistics frozen too).
     """
 
-    def __init__(self, ignore_index: int = IGNORE_INDEX) -> None:
+    def __init__(self, ignore_index: int = IGNORE_INDEX, freeze_backbone: bool = False) -> None:
         self.ignore_index = ignore_index
+        self.freeze_backbone = freeze_backbone
+
+    @staticmethod
+    def _head(model: nn.Module) -> nn.Module:
+        head = getattr(model, "head", None)
+        if not isinstance(head, nn.Module):
+            raise TypeError(f"Supervised.freeze_backbone: expected the model's classifier at model.head, but "
+                            f"{type(model).__name__} has none")
+        return head
+
+    def param_groups(self, model: nn.Module) -> list[dict[str, Any]]:
+        if not self.freeze_backbone:
+            return super().param_groups(model)
+        model.requires_grad_(False)
+        head = self._head(model).requires_grad_(True)
+        return [{"params": list(head.parameters())}]
+
+    def before_epoch(self, model: nn.Module, state: TrainState) -> None:
+        if self.freeze_backbone:  # after the trainer's model.train() and every evaluation's restore
+            model.eval()
+            self._head(model).train()
 
     def losses(self, model: nn.Module, batch: Mapping[str, Any], state: TrainState) -> dict[str, Tensor]:
         logits = model(sparse_input(batch)).F.float()

@@ -1,0 +1,182 @@
+"""SLidR pre-training experiment: does image-to-LiDAR distillation help a 3D network with few labels?
+
+    python benchmarks/slidr_pretraining.py [--out work_dirs/slidr_exp] [--seeds 0 1 2] [--frames 40] …
+
+The teacher must carry knowledge the 3D network cannot get from LiDAR alone: a small D=2 network
+(MinkUNet14A on every pixel) trained on synthetic street images with their own 2D labels. Steps
+(each skipped when its output exists, so an interrupted run continues where it stopped):
+
+1. synthetic SemanticKITTI sequences 00 (train) and 08 (val) with camera images under ``OUT/kitti``;
+2. the teacher: street images with 2D labels under ``OUT/images``, trained by ``tools/train.py`` on
+   ``configs/image2d/supervised.yaml`` into ``OUT/teacher``;
+3. per seed a 1 % ``ratio`` budget under ``OUT/budgets``;
+4. per seed: SLidR pre-training (``tools/pretrain_slidr.py``, teacher ``SparseImageModel``), then
+   fine-tuning on 1 % labels and a linear probe (frozen backbone, all labels), each from the
+   SLidR backbone (``model.init_from``) and from random init, into ``OUT/runs/<run>/seed<seed>``;
+5. the point-level val mIoU after the last epoch → ``OUT/results.json`` and a markdown table
+   (mean ± sample std over seeds) on stdout.
+
+Configs are written to ``OUT/configs``; runs go one at a time with ``--threads`` threads each.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import yaml
+
+REPO = Path(__file__).resolve().parents[1]
+DOWNSTREAM = ("finetune_1pct", "linear_probe")
+INITS = ("random", "slidr")
+MODEL_3D = {"name": "Res16UNet14A", "in_channels": 1, "num_classes": 19, "D": 3}
+MODEL_2D = {"name": "MinkUNet14A", "in_channels": 3, "num_classes": 19, "D": 2}
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--out", type=Path, default=Path("work_dirs/slidr_exp"))
+    parser.add_argument("--frames", type=int, default=40, help="frames per sequence (00 train, 08 val)")
+    parser.add_argument("--azimuth-steps", type=int, default=1024, help="LiDAR columns per sweep")
+    parser.add_argument("--image-scale", type=float, default=0.25, help="camera image size / 1241 x 376")
+    parser.add_argument("--voxel-size", type=float, default=0.1)
+    parser.add_argument("--teacher-images", type=int, default=64, help="labelled street images for the teacher")
+    parser.add_argument("--teacher-epochs", type=int, default=40)
+    parser.add_argument("--pretrain-epochs", type=int, default=20)
+    parser.add_argument("--epochs", type=int, default=20, help="fine-tuning and linear-probe epochs")
+    parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
+    parser.add_argument("--threads", type=int, default=2, help="OMP threads per run")
+    return parser.parse_args(argv)
+
+
+def run_tool(tool: str, args: list[str], work_dir: Path, threads: int) -> None:
+    """``tools/<tool> --work-dir work_dir args…`` in a subprocess logging to ``work_dir/stdout.txt``."""
+    work_dir.mkdir(parents=True, exist_ok=True)
+    cmd = [sys.executable, str(REPO / "tools" / tool), "--work-dir", str(work_dir), *args]
+    env = {**os.environ, "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": str(threads), "MKL_NUM_THREADS": str(threads)}
+    start = time.perf_counter()
+    with open(work_dir / "stdout.txt", "w") as fh:
+        if subprocess.run(cmd, env=env, stdout=fh, stderr=subprocess.STDOUT).returncode:
+            raise RuntimeError(f"{' '.join(cmd)} failed; see {work_dir / 'stdout.txt'}")
+    (work_dir / "wall_seconds.txt").write_text(f"{time.perf_counter() - start:.1f}\n")
+    print(f"{tool} → {work_dir} in {time.perf_counter() - start:.0f} s", flush=True)
+
+
+def final_miou(work_dir: Path) -> float | None:
+    """mIoU of the last ``val`` record in ``work_dir/log.jsonl``, None if there is none."""
+    log = work_dir / "log.jsonl"
+    if not log.is_file():
+        return None
+    vals = [r for r in map(json.loads, log.read_text().splitlines()) if r["type"] == "val"]
+    return vals[-1]["miou"] if vals else None
+
+
+def make_data(args: argparse.Namespace) -> tuple[Path, Path]:
+    """Steps 1-2: the LiDAR + camera data and the image folder of the teacher; returns their roots."""
+    from pcseg.data.synthetic import make_semantickitti, write_image_folder
+    from pcseg.data.synthetic.outdoor import image_size
+
+    kitti, images = args.out / "kitti", args.out / "images"
+    if not (kitti / "sequences" / "08" / "times.txt").is_file():
+        make_semantickitti(kitti, args.frames, seed=0, sequences=("00", "08"), azimuth_steps=args.azimuth_steps,
+                           image_scale=args.image_scale)
+    if not (images / "val").is_dir():
+        write_image_folder(images, args.teacher_images, seed=1, width=image_size(args.image_scale)[0])
+    return kitti, images
+
+
+def write_configs(args: argparse.Namespace, kitti: Path, teacher: Path) -> dict[str, Path]:
+    """Pre-training, fine-tuning and linear-probe configs under ``OUT/configs``."""
+    data = {"name": "SemanticKITTI", "kwargs": {"root": str(kitti), "voxel_size": args.voxel_size},
+            "train": {"split": "train", "transforms": [{"name": "RandomRotateZ"}, {"name": "RandomFlip"},
+                                                       {"name": "RandomScale", "scale": [0.95, 1.05]}]},
+            "val": {"split": "val"}, "batch_size": 2}
+    optim = {"optimizer": "sgd", "momentum": 0.9, "nesterov": False, "weight_decay": 1e-4, "scheduler": "cosine",
+             "log_period": 5}
+    configs = {
+        "pretrain": {"data": {**data, "name": "LidarCamera", "kwargs": {
+            **data["kwargs"], "dataset": "SemanticKITTI", "superpixel_cache": str(args.out / "superpixels")}},
+            "model": MODEL_3D, "eval": {"period": 0}, "train": {**optim, "epochs": args.pretrain_epochs, "lr": 0.1},
+            "method": {"name": "SLidR", "temperature": 0.07, "projection_dim": 64,
+                       "teacher": {"name": "SparseImageModel", "model": MODEL_2D, "checkpoint": str(teacher)}}},
+        "finetune_1pct": {"data": data, "model": MODEL_3D, "eval": {"period": args.epochs},
+                          "train": {**optim, "epochs": args.epochs, "lr": 0.05}},
+        "linear_probe": {"data": data, "model": MODEL_3D, "eval": {"period": args.epochs},
+                         "method": {"name": "Supervised", "freeze_backbone": True},
+                         "train": {**optim, "epochs": args.epochs, "lr": 0.05}},
+    }
+    paths = {}
+    for name, cfg in configs.items():
+        paths[name] = args.out / "configs" / f"{name}.yaml"
+        paths[name].parent.mkdir(parents=True, exist_ok=True)
+        paths[name].write_text(yaml.safe_dump(cfg, sort_keys=False))
+    return paths
+
+
+def make_budget_for(kitti: Path, out: Path, seed: int) -> Path:
+    from pcseg.data import SemanticKITTIReader
+    from pcseg.data.budget import MANIFEST, make_budget
+
+    path = out / "budgets" / f"ratio_0.01_seed{seed}"
+    if not (path / MANIFEST).is_file():
+        make_budget(SemanticKITTIReader(kitti, "train"), "ratio", 0.01, seed, path)
+    return path
+
+
+def table(args: argparse.Namespace) -> tuple[str, dict]:
+    """Markdown table of mean ± sample std (per-seed values) of the final val mIoU in %."""
+    results = {f"{run}/{init}": {seed: final_miou(args.out / "runs" / f"{run}_{init}" / f"seed{seed}")
+                                 for seed in args.seeds} for run in DOWNSTREAM for init in INITS}
+    lines = ["| init | " + " | ".join(DOWNSTREAM) + " |", "|---" * (len(DOWNSTREAM) + 1) + "|"]
+    for init in INITS:
+        cells = []
+        for run in DOWNSTREAM:
+            values = [100 * v for v in results[f"{run}/{init}"].values()]
+            std = np.std(values, ddof=1) if len(values) > 1 else float("nan")
+            cells.append(f"{np.mean(values):.1f} ± {std:.1f} ({', '.join(f'{v:.1f}' for v in values)})")
+        lines.append(f"| {init} | " + " | ".join(cells) + " |")
+    return "\n".join(lines), results
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = parse_args(argv)
+    sys.path.insert(0, str(REPO))
+    args.out.mkdir(parents=True, exist_ok=True)
+    start = time.perf_counter()
+    kitti, images = make_data(args)
+    teacher_dir = args.out / "teacher"
+    if final_miou(teacher_dir) is None:
+        overrides = [f"data.kwargs.root={images}", f"train.epochs={args.teacher_epochs}",
+                     f"eval.period={args.teacher_epochs}", "train.warmup_iters=0"]
+        run_tool("train.py", ["--config", str(REPO / "configs" / "image2d" / "supervised.yaml"), *overrides],
+                 teacher_dir, args.threads)
+    print(f"teacher (2D, own labels) val mIoU: {100 * final_miou(teacher_dir):.1f} %")
+    configs = write_configs(args, kitti, teacher_dir / "model_last.pth")
+    for seed in args.seeds:
+        pre_dir = args.out / "runs" / "pretrain" / f"seed{seed}"
+        if not (pre_dir / "backbone.pth").is_file():
+            run_tool("pretrain_slidr.py", ["--config", str(configs["pretrain"]), f"seed={seed}"], pre_dir, args.threads)
+        budget = make_budget_for(kitti, args.out, seed)
+        for run in DOWNSTREAM:
+            for init in INITS:
+                work_dir = args.out / "runs" / f"{run}_{init}" / f"seed{seed}"
+                if final_miou(work_dir) is not None:
+                    continue
+                overrides = [f"seed={seed}"] + ([f"data.budget={budget}"] if run == "finetune_1pct" else []) \
+                    + ([f"model.init_from={pre_dir / 'backbone.pth'}"] if init == "slidr" else [])
+                run_tool("train.py", ["--config", str(configs[run]), *overrides], work_dir, args.threads)
+    text, results = table(args)
+    summary = {"args": {k: str(v) if isinstance(v, Path) else v for k, v in vars(args).items()},
+               "teacher_miou": final_miou(teacher_dir), "wall_seconds": time.perf_counter() - start,
+               "results": results, "table": text}
+    (args.out / "results.json").write_text(json.dumps(summary, indent=1))
+    print(f"\nfinal point-level val mIoU (%), mean ± std over seeds {args.seeds} (per-seed values):\n{text}")
+
+
+if __name__ == "__main__":
+    main()

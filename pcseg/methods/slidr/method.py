@@ -1,0 +1,116 @@
+"""SLidR (CVPR'22): image-to-LiDAR superpixel-driven distillation as a :class:`MethodHooks` plug-in.
+
+Per batch (:mod:`pcseg.data.lidar_camera` samples):
+
+- 3D: backbone ``forward_features`` → 1x1 head (``nn.Linear``) to ``projection_dim`` → L2-normalised
+  per voxel → read per point through ``inverse``;
+- 2D: frozen :class:`~.teacher.ImageTeacher` on the images → 1x1 ``nn.Conv2d`` head to
+  ``projection_dim`` → bilinear upsampling to the image size → L2-normalised per pixel;
+- both averaged per superpixel (:mod:`.pooling`); the superpixels holding at least one point enter
+  :func:`~.losses.superpixel_info_nce` (temperature 0.07), logged as ``nce``.
+
+The heads and the teacher belong to the method: :meth:`SLidR.param_groups` builds them on the
+model's device (the teacher is built there too, so a config names its weights file without
+reading it until training starts) and returns two optimiser groups, the model's parameters at
+``train.lr`` and the heads' at ``head_lr``. The heads are saved in the checkpoint's method state.
+The model's classifier takes no part. Single process only: the heads sit outside DDP.
+"""
+from __future__ import annotations
+
+from typing import Any, Mapping, Optional
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from pcseg.data.lidar_camera import CAMERA_BATCH_KEYS
+from pcseg.engine.hooks import MethodHooks, TrainState, sparse_input
+from pcseg.methods.registry import METHODS
+
+from .losses import superpixel_info_nce
+from .pooling import pool_image_features, superpixel_pool
+from .teacher import ImageTeacher, build_teacher
+
+__all__ = ["SLidR"]
+
+
+@METHODS.register
+class SLidR(MethodHooks):
+    """Superpixel-driven image-to-LiDAR distillation (see the module docstring).
+
+    teacher: an ``nn.Module`` mapping images (B, 3, H, W) in [0, 1] to feature maps, or a config
+        mapping naming a :data:`~.teacher.TEACHERS` entry (``{name: ResNet50, weights: …}``).
+    projection_dim: output width of both heads (paper: 64). temperature: InfoNCE temperature (0.07).
+    head_lr: learning rate of the two heads; None = ``train.lr``.
+    """
+
+    def __init__(self, teacher: Mapping[str, Any] | nn.Module, projection_dim: int = 64, temperature: float = 0.07,
+                 head_lr: Optional[float] = None) -> None:
+        if not isinstance(teacher, nn.Module) and not (isinstance(teacher, Mapping) and "name" in teacher):
+            raise ValueError(f"SLidR.teacher: expected an nn.Module or a mapping with a 'name' "
+                             f"(e.g. {{name: ResNet50, weights: <file>}}), got {teacher!r}")
+        if projection_dim < 1 or temperature <= 0 or (head_lr is not None and head_lr <= 0):
+            raise ValueError(f"SLidR: expected projection_dim >= 1, temperature > 0, head_lr > 0 or None; got "
+                             f"{projection_dim}, {temperature}, {head_lr}")
+        self.teacher_spec = teacher
+        self.projection_dim = projection_dim
+        self.temperature = float(temperature)
+        self.head_lr = head_lr
+        self.teacher: Optional[ImageTeacher] = None
+        self.heads: Optional[nn.ModuleDict] = None
+
+    def param_groups(self, model: nn.Module) -> list[dict[str, Any]]:
+        """Build the teacher and the heads on ``model``'s device; groups: model (``train.lr``), heads (``head_lr``)."""
+        device = next(model.parameters()).device
+        self.teacher = build_teacher(self.teacher_spec).to(device)
+        self.heads = nn.ModuleDict({
+            "points": nn.Linear(model.feature_channels, self.projection_dim),
+            "pixels": nn.Conv2d(self.teacher.out_channels, self.projection_dim, kernel_size=1),
+        }).to(device)
+        heads = {"params": list(self.heads.parameters())}
+        if self.head_lr is not None:
+            heads["lr"] = self.head_lr
+        return [{"params": list(model.parameters())}, heads]
+
+    def _built(self) -> nn.ModuleDict:
+        if self.heads is None:
+            raise RuntimeError("SLidR: the heads do not exist yet; call param_groups(model) first "
+                               "(pcseg.engine.build.build_trainer does)")
+        return self.heads
+
+    def before_train(self, model: nn.Module, state: TrainState) -> None:
+        if torch.distributed.is_available() and torch.distributed.is_initialized() \
+                and torch.distributed.get_world_size() > 1:
+            raise NotImplementedError("SLidR: multi-process training is not supported (the heads are not "
+                                      "synchronised); run one process")
+        self._built()
+
+    def embeddings(self, model: nn.Module, batch: Mapping[str, Any]) -> tuple[Tensor, Tensor]:
+        """Per-point (ΣN, D) and per-pixel (B, D, H, W) L2-normalised projected features."""
+        heads = self._built()
+        voxels = heads["points"](model.forward_features(sparse_input(batch)).F)
+        points = F.normalize(voxels.float(), dim=1)[batch["inverse"]]
+        images = batch["images"]
+        maps = heads["pixels"](self.teacher(images.float() / 255.0))
+        maps = F.interpolate(maps, size=images.shape[-2:], mode="bilinear", align_corners=False)
+        return points, F.normalize(maps.float(), dim=1)
+
+    def losses(self, model: nn.Module, batch: Mapping[str, Any], state: TrainState) -> dict[str, Tensor]:
+        missing = [k for k in CAMERA_BATCH_KEYS if k not in batch]
+        if missing:
+            raise KeyError(f"SLidR needs camera data but the batch lacks {', '.join(missing)}; use data.name: "
+                           f"LidarCamera (pcseg.data.lidar_camera) with kwargs.dataset naming the LiDAR dataset")
+        points, pixels = self.embeddings(model, batch)
+        count = batch["num_superpixels"]
+        pooled_points, point_counts = superpixel_pool(points, batch["point_superpixel"], count)
+        pooled_pixels, pixel_counts = pool_image_features(pixels, batch["superpixels"], count)
+        keep = (point_counts > 0) & (pixel_counts > 0)
+        return {"nce": superpixel_info_nce(pooled_points[keep], pooled_pixels[keep], self.temperature)}
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"heads": self._built().state_dict()}
+
+    def load_state_dict(self, state: Mapping[str, Any]) -> None:
+        if "heads" not in state:
+            raise ValueError(f"SLidR: method state expected a 'heads' entry, got keys {sorted(state)}")
+        self._built().load_state_dict(state["heads"])

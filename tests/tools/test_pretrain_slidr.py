@@ -1,0 +1,84 @@
+"""tools/pretrain_slidr.py on two tiny synthetic SemanticKITTI frames, then tools/train.py with model.init_from."""
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+import yaml
+
+from pcseg.data.synthetic import make_semantickitti
+from pcseg.engine.build import build_trainer, setup_runtime
+from pcseg.engine.checkpoint import load_checkpoint
+from pcseg.engine.config import ConfigError, config_from_dict
+from pcseg.methods import build_method
+
+REPO = Path(__file__).resolve().parents[2]
+ENV = {**os.environ, "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1"}
+MODEL = {"name": "Res16UNet14A", "in_channels": 1, "num_classes": 19, "D": 3}
+
+
+def _configs(tmp: Path) -> tuple[dict, dict]:
+    """(pre-training, fine-tuning) configs on two frames of sequence 00 (train split)."""
+    make_semantickitti(tmp / "kitti", num_frames=2, seed=0, sequences=("00",), azimuth_steps=256, image_scale=0.15)
+    data = {"kwargs": {"root": str(tmp / "kitti"), "voxel_size": 0.3},
+            "train": {"split": "train", "transforms": [{"name": "RandomRotateZ"}]}, "val": {"split": "train"},
+            "batch_size": 1}
+    common = {"model": MODEL, "train": {"epochs": 1, "lr": 0.01, "log_period": 1}, "eval": {"period": 0}}
+    pretrain = {**common, "data": {**data, "name": "LidarCamera",
+                                   "kwargs": {**data["kwargs"], "dataset": "SemanticKITTI",
+                                              "superpixel_cache": str(tmp / "superpixels"), "n_segments": 30}},
+                "method": {"name": "SLidR", "teacher": {"name": "ResNet50"}, "projection_dim": 16, "head_lr": 0.1}}
+    finetune = {**common, "data": {**data, "name": "SemanticKITTI"}, "method": {"name": "Supervised"}}
+    return pretrain, finetune
+
+
+def _run(tool: str, *args: str) -> str:
+    done = subprocess.run([sys.executable, str(REPO / "tools" / tool), *args], env=ENV, capture_output=True,
+                          text=True, timeout=120)
+    assert done.returncode == 0, done.stderr[-3000:]
+    return done.stdout + done.stderr
+
+
+def test_pretrain_then_init_from(tmp_path):
+    pytest.importorskip("skimage")
+    pretrain, finetune = _configs(tmp_path)
+    (tmp_path / "pretrain.yaml").write_text(yaml.safe_dump(pretrain))
+    (tmp_path / "finetune.yaml").write_text(yaml.safe_dump(finetune))
+    work = tmp_path / "pre"
+    _run("pretrain_slidr.py", "--config", str(tmp_path / "pretrain.yaml"), "--work-dir", str(work))
+    records = [json.loads(line) for line in (work / "log.jsonl").read_text().splitlines()]
+    assert [r["type"] for r in records] == ["train", "train"] and all(r["loss_nce"] > 0 for r in records)
+    assert len(list((tmp_path / "superpixels").glob("*.npy"))) == 2
+    last = load_checkpoint(work / "model_last.pth")
+    assert set(last["method"]["heads"]) == {"points.weight", "points.bias", "pixels.weight", "pixels.bias"}
+    backbone = load_checkpoint(work / "backbone.pth")["model"]
+    assert set(backbone) == {k for k in last["model"] if not k.startswith("head.")}
+    assert all(torch.equal(v, last["model"][k]) for k, v in backbone.items())
+
+    cfg = config_from_dict({**finetune, "model": {**MODEL, "init_from": str(work / "backbone.pth")}})
+    trainer = build_trainer(cfg, build_method(cfg.method), setup_runtime(cfg), tmp_path / "fine")
+    state = trainer.bare_model.state_dict()
+    assert all(torch.equal(state[k], v) for k, v in backbone.items())
+
+    out = _run("train.py", "--config", str(tmp_path / "finetune.yaml"), "--work-dir", str(tmp_path / "fine2"),
+               f"model.init_from={work / 'backbone.pth'}")
+    assert "model.init_from: loaded" in out and "2 tensors keep their fresh initialisation: head.module.weight" in out
+
+
+def test_init_from_rejects_a_checkpoint_of_another_model(tmp_path):
+    torch.save({"model": {"stem.0.kernel": torch.zeros(2)}}, tmp_path / "other.pth")
+    _, finetune = _configs(tmp_path)
+    cfg = config_from_dict({**finetune, "model": {**MODEL, "init_from": str(tmp_path / "other.pth")}})
+    with pytest.raises(ConfigError, match=r"model.init_from: .*other.pth does not fit MinkUNet"):
+        build_trainer(cfg, build_method(cfg.method), setup_runtime(cfg), tmp_path / "w")
+
+
+def test_pretrain_tool_refuses_another_method(tmp_path):
+    _, finetune = _configs(tmp_path)
+    (tmp_path / "finetune.yaml").write_text(yaml.safe_dump(finetune))
+    done = subprocess.run([sys.executable, str(REPO / "tools" / "pretrain_slidr.py"), "--config",
+                           str(tmp_path / "finetune.yaml")], env=ENV, capture_output=True, text=True, timeout=60)
+    assert done.returncode != 0 and "method.name expected 'SLidR', got 'Supervised'" in done.stderr
