@@ -71,7 +71,8 @@ def main() -> None:
         iou = metrics.as_dict(names)["iou"]
         print(json.dumps({"case": "train", "labels": run, "epochs": args.epochs, "iterations": steps,
                           "it_per_s": round(steps / seconds, 3), "val_miou": round(metrics.miou, 4),
-                          "per_class_iou": {k: round(float(v), 3) for k, v in iou.items()}}), flush=True)
+                          "per_class_iou": {k: None if v is None else round(float(v), 3) for k, v in iou.items()}}),
+              flush=True)
 
 
 if __name__ == "__main__":
