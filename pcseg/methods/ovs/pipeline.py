@@ -1,0 +1,268 @@
+"""End-to-end 3D-OVS steps shared by ``tools/ovs.py`` and ``benchmarks/ovs_lifting.py``.
+
+Load posed views (+ a point cloud when the source has one), encode 2D features, fit the field,
+then label held-out views (rendered features) and points (field features at the points) by text
+relevancy. The per-view 2D baselines (:func:`labels_from_feature_maps`,
+:func:`point_features_from_views`) use the same relevancy on unlifted features.
+
+The ``synthetic`` image encoder stands in for CLIP on synthetic rooms: a pixel's feature is the
+text embedding of its true class name, average-pooled over ``patch x patch`` cells (CLIP's coarse
+patches), with a per-view random fraction ``confusion`` of cells replaced by another class's
+embedding and Gaussian ``noise`` added (view-inconsistent errors that lifting can average out).
+"""
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, replace
+from typing import Literal
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+from pcseg.data.formats import IGNORE_INDEX
+from pcseg.data.synthetic.indoor import INDOOR_CLASSES, generate_room
+from pcseg.engine.metrics import compute_metrics, confusion_matrix
+
+from .encoders import (CLIPTextEncoder, HashTextEncoder, SentenceTransformerTextEncoder, TextEncoder,
+                       clip_image_encoder, dino_image_encoder)
+from .field import RadianceField
+from .fit import FitConfig, fit_field, render_view
+from .losses import relevancy
+from .multiview import PosedViews, read_3dovs_scene, read_transforms_json, room_cameras, splat_views
+from .rays import generate_rays, project
+
+__all__ = ["DataSection", "FeatureSection", "FieldSection", "OVSConfig", "OVSScene", "load_scene",
+           "build_text_encoder", "encode_views", "synthetic_features", "build_field", "to_query_labels", "fit_scene",
+           "labels_from_feature_maps", "render_labels", "label_points", "point_features_from_views", "miou"]
+
+
+@dataclass(frozen=True)
+class DataSection:
+    """Where views come from. ``synthetic_room``: a generated room splatted from ``num_views``
+    cameras; ``3dovs``: a 3D-OVS scene folder ``root``; ``transforms_json``: the file ``root``.
+    The last ``held_out`` views are never fitted (synthetic: extra cameras; real: the annotated views)."""
+
+    source: Literal["synthetic_room", "3dovs", "transforms_json"] = "synthetic_room"
+    root: str = ""
+    seed: int = 0
+    num_points: int = 60_000
+    num_views: int = 24
+    held_out: int = 4
+    height: int = 48
+    width: int = 64
+    fov_deg: float = 75.0
+
+
+@dataclass(frozen=True)
+class FeatureSection:
+    """2D encoders: ``image_encoder`` synthetic (see module docstring) or clip (``clip_path``);
+    optional DINO (``dino_path``) for the correlation loss; ``text_encoder`` hash (random vectors),
+    sentence_transformer (optional extra) — both only with the synthetic image encoder — or clip
+    (the text tower of ``clip_path`` with CLIP's BPE merges file ``clip_merges``)."""
+
+    image_encoder: Literal["synthetic", "clip"] = "synthetic"
+    clip_path: str = ""
+    clip_activation: Literal["quick_gelu", "gelu"] = "quick_gelu"
+    dino_path: str = ""
+    text_encoder: Literal["hash", "sentence_transformer", "clip"] = "hash"
+    clip_merges: str = ""
+    text_dim: int = 64
+    patch: int = 8
+    noise: float = 0.3
+    confusion: float = 0.3
+    temperature: float = 0.1
+
+
+@dataclass(frozen=True)
+class FieldSection:
+    """:class:`RadianceField` shape; its feature width follows the image encoder."""
+
+    resolution: int = 64
+    density_rank: int = 8
+    appearance_rank: int = 16
+    feature_rank: int = 16
+    appearance_dim: int = 27
+    hidden: int = 64
+    density_shift: float = -5.0
+    padding: float = 0.1
+
+
+@dataclass(frozen=True)
+class OVSConfig:
+    """A ``configs/ovs/*.yaml`` file (loaded with ``load_config(path, schema=OVSConfig)``)."""
+
+    data: DataSection = dataclasses.field(default_factory=DataSection)
+    features: FeatureSection = dataclasses.field(default_factory=FeatureSection)
+    field: FieldSection = dataclasses.field(default_factory=FieldSection)
+    fit: FitConfig = dataclasses.field(default_factory=FitConfig)
+    queries: tuple[str, ...] = ()
+    seed: int = 0
+    work_dir: str = ""
+
+
+@dataclass
+class OVSScene:
+    """Views split into fitted (``train``) and ``held_out``; ``points`` (N, 3) with ``point_classes``
+    (N,) indices into ``class_names`` when the source has a point cloud; ``aabb`` (2, 3); ``near_far``."""
+
+    train: PosedViews
+    held_out: PosedViews
+    class_names: tuple[str, ...]
+    aabb: Tensor
+    near_far: tuple[float, float]
+    points: Tensor | None = None
+    point_classes: Tensor | None = None
+
+
+def _frustum_bounds(views: PosedViews, near: float, far: float) -> Tensor:
+    height, width = views.images.shape[1:3]
+    corners = torch.tensor([[0.0, 0.0], [width - 1.0, 0.0], [0.0, height - 1.0], [width - 1.0, height - 1.0]])
+    pts = []
+    for K, c2w in zip(views.K, views.c2w):
+        o, d = generate_rays(K, c2w, corners)
+        pts += [o + near * d, o + far * d]
+    pts = torch.cat(pts)
+    return torch.stack([pts.min(0).values, pts.max(0).values])
+
+
+def load_scene(cfg: DataSection, padding: float = 0.1) -> OVSScene:
+    """Read or generate the views described by ``cfg``."""
+    if cfg.source == "synthetic_room":
+        room = generate_room(cfg.seed, num_points=cfg.num_points)
+        K, c2w = room_cameras(room.coord, cfg.num_views + cfg.held_out, cfg.height, cfg.width, cfg.fov_deg, cfg.seed)
+        views = splat_views(room.coord, room.color, room.semantic, K, c2w, cfg.height, cfg.width)
+        points = torch.as_tensor(room.coord, dtype=torch.float32)
+        lo, hi = points.min(0).values - padding, points.max(0).values + padding
+        return OVSScene(views.subset(list(range(cfg.num_views))),
+                        views.subset(list(range(cfg.num_views, len(K)))), tuple(c.name for c in INDOOR_CLASSES),
+                        torch.stack([lo, hi]), (0.05, float((hi - lo).norm())), points,
+                        torch.as_tensor(room.semantic, dtype=torch.long))
+    if not cfg.root:
+        raise ValueError(f"data.root: required for source {cfg.source!r}")
+    views = read_3dovs_scene(cfg.root) if cfg.source == "3dovs" else read_transforms_json(cfg.root)
+    annotated = [] if views.labels is None else [i for i in range(len(views.names)) if (views.labels[i] >= 0).any()]
+    held = annotated or list(range(len(views.names) - cfg.held_out, len(views.names)))
+    train = [i for i in range(len(views.names)) if i not in held]
+    near, far = views.near_far or (0.1, 10.0)
+    return OVSScene(views.subset(train), views.subset(held), views.class_names or (), _frustum_bounds(views, near, far),
+                    (near, far))
+
+
+def build_text_encoder(cfg: FeatureSection, seed: int = 0) -> TextEncoder:
+    """The configured text encoder (``hash`` needs nothing installed)."""
+    if (cfg.image_encoder == "clip") != (cfg.text_encoder == "clip"):
+        raise ValueError(f"features: image_encoder {cfg.image_encoder!r} and text_encoder {cfg.text_encoder!r} do not "
+                         "share an embedding space; CLIP image features need text_encoder 'clip' and vice versa")
+    if cfg.text_encoder == "clip":
+        return CLIPTextEncoder(cfg.clip_path, cfg.clip_merges, cfg.clip_activation)
+    if cfg.text_encoder == "sentence_transformer":
+        return SentenceTransformerTextEncoder()
+    return HashTextEncoder(cfg.text_dim, seed)
+
+
+def synthetic_features(labels: Tensor, class_embeddings: Tensor, cfg: FeatureSection, seed: int) -> Tensor:
+    """Stand-in CLIP features from label maps (V, H, W) and class embeddings (C, D) → (V, D, H/p, W/p)
+    (see the module docstring); ignored pixels contribute nothing to their cell."""
+    g = torch.Generator().manual_seed(seed)
+    valid = labels >= 0
+    onehot = F.one_hot(labels.clamp(min=0), len(class_embeddings)).float() * valid[..., None]
+    dense = (onehot @ class_embeddings).permute(0, 3, 1, 2)
+    cells = F.avg_pool2d(dense, cfg.patch)
+    v, d, h, w = cells.shape
+    wrong = torch.rand(v, 1, h, w, generator=g) < cfg.confusion
+    random_class = class_embeddings[torch.randint(len(class_embeddings), (v, h, w), generator=g)].permute(0, 3, 1, 2)
+    cells = torch.where(wrong, random_class, cells)
+    return cells + cfg.noise * torch.randn(cells.shape, generator=g) / d ** 0.5
+
+
+def encode_views(views: PosedViews, class_embeddings: Tensor | None, cfg: FeatureSection,
+                 seed: int) -> tuple[Tensor, Tensor | None]:
+    """2D feature maps (V, C, h, w) of the views and DINO maps (V, C', h', w') or None;
+    ``class_embeddings`` (C, D) feed the synthetic encoder only."""
+    images = views.images.permute(0, 3, 1, 2)
+    if cfg.image_encoder == "synthetic":
+        if views.labels is None or class_embeddings is None:
+            raise ValueError("features.image_encoder: 'synthetic' needs label maps and class names "
+                             "(data.source synthetic_room)")
+        features = synthetic_features(views.labels, class_embeddings, cfg, seed)
+    else:
+        features = clip_image_encoder(cfg.clip_path, cfg.clip_activation)(images)
+    dino = dino_image_encoder(cfg.dino_path)(images) if cfg.dino_path else None
+    return features, dino
+
+
+def build_field(scene: OVSScene, feature_dim: int, cfg: FieldSection, seed: int) -> RadianceField:
+    return RadianceField(scene.aabb, cfg.resolution, cfg.density_rank, cfg.appearance_rank, cfg.feature_rank,
+                         cfg.appearance_dim, feature_dim, cfg.hidden, cfg.density_shift, seed)
+
+
+def to_query_labels(labels: Tensor, class_names: tuple[str, ...], queries: tuple[str, ...]) -> Tensor:
+    """Ground-truth class ids (any shape) → query indices; classes not queried become ``IGNORE_INDEX``."""
+    mapping = torch.tensor([queries.index(c) if c in queries else IGNORE_INDEX for c in class_names] + [IGNORE_INDEX],
+                           dtype=torch.long)
+    return mapping[torch.where(labels >= 0, labels, torch.full_like(labels, len(class_names)))]
+
+
+def fit_scene(scene: OVSScene, features: Tensor, dino: Tensor | None, cfg: OVSConfig,
+              progress: bool = False) -> tuple[RadianceField, FitConfig]:
+    """Build and fit the field on the scene's fitted views; sample depths span the scene's near/far
+    (they replace ``cfg.fit.near``/``far``). Returns the field and the fit settings used."""
+    fit_cfg = replace(cfg.fit, near=scene.near_far[0], far=scene.near_far[1], seed=cfg.seed)
+    field_ = build_field(scene, features.shape[1], cfg.field, cfg.seed)
+    fit_field(field_, scene.train.images, scene.train.K, scene.train.c2w, fit_cfg, features=features, dino=dino,
+              progress=progress)
+    return field_, fit_cfg
+
+
+def labels_from_feature_maps(features: Tensor, text: Tensor, height: int, width: int, temperature: float) -> Tensor:
+    """Per-view 2D baseline: feature maps (V, C, h, w) upsampled to (H, W) → labels (V, H, W)."""
+    up = F.interpolate(features, size=(height, width), mode="bilinear", align_corners=False)
+    return relevancy(up.permute(0, 2, 3, 1), text, temperature)[1]
+
+
+def render_labels(field_: RadianceField, views: PosedViews, text: Tensor, fit_cfg: FitConfig,
+                  temperature: float) -> tuple[Tensor, Tensor]:
+    """Rendered RGB (V, H, W, 3) and relevancy labels (V, H, W) of the views."""
+    height, width = views.images.shape[1:3]
+    rgb, labels = [], []
+    for K, c2w in zip(views.K, views.c2w):
+        out = render_view(field_, K, c2w, height, width, fit_cfg)
+        rgb.append(out["rgb"])
+        labels.append(relevancy(out["feature"], text, temperature)[1])
+    return torch.stack(rgb), torch.stack(labels)
+
+
+@torch.no_grad()
+def label_points(field_: RadianceField, points: Tensor, text: Tensor, temperature: float, chunk: int = 65536) -> Tensor:
+    """(N,) labels of points (N, 3) from the field's feature at each point."""
+    feats = torch.cat([field_(points[i:i + chunk])["feature"] for i in range(0, len(points), chunk)])
+    return relevancy(feats, text, temperature)[1]
+
+
+def point_features_from_views(points: Tensor, views: PosedViews, features: Tensor,
+                              depth_tolerance: float = 0.05) -> tuple[Tensor, Tensor]:
+    """Per-view 2D baseline for points: the mean of the 2D features (V, C, h, w) of the views in
+    which each point (N, 3) is visible (inside the image and, when ``views.depth`` is known, within
+    ``depth_tolerance`` m of the z-buffer) → (N, C), zero for points no view sees; and the number
+    of views seeing each point (N,) int64."""
+    height, width = views.images.shape[1:3]
+    total, count = torch.zeros(len(points), features.shape[1]), torch.zeros(len(points), 1)
+    for v in range(len(views.names)):
+        uv, z = project(points, views.K[v], views.c2w[v])
+        px = torch.round(uv).long()
+        seen = (z > 0) & (px[:, 0] >= 0) & (px[:, 0] < width) & (px[:, 1] >= 0) & (px[:, 1] < height)
+        if views.depth is not None:
+            zbuf = views.depth[v][px[:, 1].clamp(0, height - 1), px[:, 0].clamp(0, width - 1)]
+            seen &= (z - zbuf).abs() <= depth_tolerance
+        grid = torch.stack([(uv[:, 0] + 0.5) / width * 2 - 1, (uv[:, 1] + 0.5) / height * 2 - 1], 1)
+        sampled = F.grid_sample(features[v:v + 1], grid.view(1, -1, 1, 2), align_corners=False)[0, :, :, 0].T
+        total += sampled * seen[:, None]
+        count += seen[:, None]
+    return total / count.clamp(min=1), count[:, 0].long()
+
+
+def miou(pred: Tensor, target: Tensor, num_classes: int) -> float:
+    """Mean IoU (0..1) over classes present in ``target`` or ``pred``; ``target`` may hold IGNORE_INDEX."""
+    metrics = compute_metrics(confusion_matrix(pred.reshape(-1), target.reshape(-1), num_classes))
+    return float(metrics.miou)
