@@ -73,6 +73,7 @@ def main(argv: Optional[Sequence[str]] = None) -> float:
     print(f"[demo] training took {time.time() - t:.0f} s")
     metrics, class_names = evaluate_checkpoint(cfg, method, runtime, work_dir / "model_best.pth",
                                                save_dir=work_dir / "predictions")
+    print(f"[demo] {work_dir / 'model_best.pth'} on the validation rooms, every point:")
     print(format_table(metrics, class_names))
     val_scene = (root / "scannetv2_val.txt").read_text().split()[0]
     png = render_scenes(cfg, work_dir / "predictions", [val_scene], work_dir)[0]
