@@ -26,7 +26,8 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
-import numpy as np
+
+from _stats import mean_std_cell
 
 REPO = Path(__file__).resolve().parents[1]
 CONFIGS = REPO / "configs" / "experiments" / "cpcm"
@@ -142,8 +143,7 @@ def table(args: argparse.Namespace, runs: list[Run]) -> tuple[str, dict]:
         cells = []
         for amount in args.budgets:
             per_seed = [100 * v["miou"] for v in results[method][f"{amount:g}"].values()]
-            std = np.std(per_seed, ddof=1) if len(per_seed) > 1 else float("nan")
-            cells.append(f"{np.mean(per_seed):.1f} ± {std:.1f} ({', '.join(f'{v:.1f}' for v in per_seed)})")
+            cells.append(mean_std_cell(per_seed, per_seed=True))
         lines.append(f"| {method} | " + " | ".join(cells) + " |")
     return "\n".join(lines), results
 

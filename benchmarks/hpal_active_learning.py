@@ -28,7 +28,8 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
-import numpy as np
+
+from _stats import mean_std_cell
 
 REPO = Path(__file__).resolve().parents[1]
 STRATEGIES = ("hpal", "margin", "random")
@@ -110,8 +111,7 @@ def table(args: argparse.Namespace, runs: list[Run]) -> tuple[str, dict]:
         cells = []
         for k in range(args.rounds):
             values = [100 * results[strategy][seed][k]["miou"] for seed in args.seeds]
-            std = np.std(values, ddof=1) if len(values) > 1 else float("nan")
-            cells.append(f"{np.mean(values):.1f} ± {std:.1f}")
+            cells.append(mean_std_cell(values))
         lines.append(f"| {strategy} | " + " | ".join(cells) + " |")
     return "\n".join(lines), results
 

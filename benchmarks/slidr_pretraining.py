@@ -28,7 +28,8 @@ import sys
 import time
 from pathlib import Path
 
-import numpy as np
+
+from _stats import mean_std_cell
 import yaml
 
 REPO = Path(__file__).resolve().parents[1]
@@ -137,8 +138,7 @@ def table(args: argparse.Namespace) -> tuple[str, dict]:
         cells = []
         for run in DOWNSTREAM:
             values = [100 * v for v in results[f"{run}/{init}"].values()]
-            std = np.std(values, ddof=1) if len(values) > 1 else float("nan")
-            cells.append(f"{np.mean(values):.1f} ± {std:.1f} ({', '.join(f'{v:.1f}' for v in values)})")
+            cells.append(mean_std_cell(values, per_seed=True))
         lines.append(f"| {init} | " + " | ".join(cells) + " |")
     return "\n".join(lines), results
 

@@ -23,6 +23,7 @@ from pcseg.data.transforms import Sample, Transform, build_transforms
 from pcseg.sparse import voxelize
 
 __all__ = [
+    "DatasetWrapper",
     "SegmentationDataset", "ImageFolderReader", "ImageSegmentationDataset",
     "ScanNet", "S3DIS", "SemanticKITTI", "ImageFolder",
 ]
@@ -246,3 +247,28 @@ def ImageFolder(root: str, split: str, num_classes: int, ignore_label: int = 255
     """PNG images + label maps (:class:`ImageFolderReader`) as a D=2 dataset."""
     return ImageSegmentationDataset(root, split, num_classes, _transforms(transforms), budget,
                                     ignore_label=ignore_label, loop=loop, seed=seed)
+
+
+class DatasetWrapper(torch.utils.data.Dataset):
+    """Base of datasets that add to each sample of a :class:`SegmentationDataset` (views, images).
+
+    Delegates length, classes and the epoch's augmentation stream to ``base``.
+    """
+
+    def __init__(self, base: SegmentationDataset) -> None:
+        self.base = base
+
+    @property
+    def num_classes(self) -> int:
+        return self.base.num_classes
+
+    @property
+    def class_names(self) -> tuple[str, ...]:
+        return self.base.class_names
+
+    def __len__(self) -> int:
+        return len(self.base)
+
+    def set_epoch(self, epoch: int) -> None:
+        """Select the augmentation stream of ``epoch``."""
+        self.base.set_epoch(epoch)

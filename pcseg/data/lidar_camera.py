@@ -42,7 +42,7 @@ import numpy as np
 import torch
 
 from pcseg.data.collate import collate_sparse
-from pcseg.data.datasets import SegmentationDataset
+from pcseg.data.datasets import DatasetWrapper, SegmentationDataset
 from pcseg.data.projection import project_points
 from pcseg.data.registry import DATASETS
 from pcseg.data.superpixels import SuperpixelCache
@@ -83,7 +83,7 @@ def collate_lidar_camera(samples: Sequence[Mapping[str, Any]]) -> dict[str, Any]
     return batch
 
 
-class LidarCameraDataset(torch.utils.data.Dataset):
+class LidarCameraDataset(DatasetWrapper):
     """Scans of ``base`` with their image, calibration, pixels and superpixels (module docstring).
 
     base: a SegmentationDataset whose reader has ``load_image`` and ``load_calib``.
@@ -98,24 +98,9 @@ class LidarCameraDataset(torch.utils.data.Dataset):
         if not (hasattr(reader, "load_image") and hasattr(reader, "load_calib")):
             raise TypeError(f"LidarCameraDataset: the reader {type(reader).__name__} has no load_image/load_calib; "
                             f"expected a LiDAR reader with camera images such as SemanticKITTIReader")
-        self.base = base
+        super().__init__(base)
         self.superpixels = superpixels
         self.min_depth = float(min_depth)
-
-    @property
-    def num_classes(self) -> int:
-        return self.base.num_classes
-
-    @property
-    def class_names(self) -> tuple[str, ...]:
-        return self.base.class_names
-
-    def __len__(self) -> int:
-        return len(self.base)
-
-    def set_epoch(self, epoch: int) -> None:
-        """Select the augmentation stream of ``epoch``."""
-        self.base.set_epoch(epoch)
 
     def __getitem__(self, index: int) -> dict[str, Any]:
         scene = self.base.load_scene(index)

@@ -30,10 +30,9 @@ from __future__ import annotations
 from typing import Any, Mapping, Sequence
 
 import numpy as np
-import torch
 
 from pcseg.data.collate import collate_sparse
-from pcseg.data.datasets import SegmentationDataset
+from pcseg.data.datasets import DatasetWrapper, SegmentationDataset
 from pcseg.data.registry import DATASETS
 from pcseg.data.transforms import Transform, build_transforms
 
@@ -61,7 +60,7 @@ def collate_two_views(samples: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
     return batch
 
 
-class TwoViewDataset(torch.utils.data.Dataset):
+class TwoViewDataset(DatasetWrapper):
     """Two augmented views of each scene of ``base`` (see the module docstring).
 
     base: the dataset whose scenes, budget, transforms (shared, applied once) and voxelization are used.
@@ -73,25 +72,10 @@ class TwoViewDataset(torch.utils.data.Dataset):
     """
 
     def __init__(self, base: SegmentationDataset, view_transforms: Transform | None) -> None:
-        self.base = base
+        super().__init__(base)
         self.view_transforms = view_transforms
 
     collate_fn = staticmethod(collate_two_views)  # the training loader's collate function
-
-    @property
-    def num_classes(self) -> int:
-        return self.base.num_classes
-
-    @property
-    def class_names(self) -> tuple[str, ...]:
-        return self.base.class_names
-
-    def __len__(self) -> int:
-        return len(self.base)
-
-    def set_epoch(self, epoch: int) -> None:
-        """Select the augmentation streams of ``epoch`` (shared and per-view)."""
-        self.base.set_epoch(epoch)
 
     def view_rng(self, index: int, view: int) -> np.random.Generator:
         """The generator of view ``view`` (1 or 2) of item ``index`` in the current epoch."""
