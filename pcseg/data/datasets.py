@@ -23,7 +23,7 @@ from pcseg.data.transforms import Sample, Transform, build_transforms
 from pcseg.sparse import voxelize
 
 __all__ = [
-    "DatasetWrapper",
+    "DatasetWrapper", "build_wrapped_base",
     "SegmentationDataset", "ImageFolderReader", "ImageSegmentationDataset",
     "ScanNet", "S3DIS", "SemanticKITTI", "ImageFolder",
 ]
@@ -272,3 +272,19 @@ class DatasetWrapper(torch.utils.data.Dataset):
     def set_epoch(self, epoch: int) -> None:
         """Select the augmentation stream of ``epoch``."""
         self.base.set_epoch(epoch)
+
+
+def build_wrapped_base(wrapper: str, dataset: str, spec: Mapping[str, Any], wrap: bool, examples: str) -> Any:
+    """Build ``DATASETS[dataset]`` with ``spec`` as the base of the wrapper dataset ``wrapper``.
+
+    wrap: whether this split gets wrapped; then the base must be a :class:`SegmentationDataset`.
+    examples: base dataset names quoted in the error when ``dataset`` names the wrapper itself.
+    """
+    if dataset == wrapper:
+        raise ValueError(f"dataset '{wrapper}': kwargs.dataset must name a base dataset ({examples}, …), "
+                         f"not {wrapper} itself")
+    base = DATASETS.build({"name": dataset, **spec})
+    if wrap and not isinstance(base, SegmentationDataset):
+        raise TypeError(f"dataset '{wrapper}': {dataset!r} built a {type(base).__name__}, "
+                        f"expected a SegmentationDataset")
+    return base

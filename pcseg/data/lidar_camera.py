@@ -42,7 +42,7 @@ import numpy as np
 import torch
 
 from pcseg.data.collate import collate_sparse
-from pcseg.data.datasets import DatasetWrapper, SegmentationDataset
+from pcseg.data.datasets import DatasetWrapper, SegmentationDataset, build_wrapped_base
 from pcseg.data.projection import project_points
 from pcseg.data.registry import DATASETS
 from pcseg.data.superpixels import SuperpixelCache
@@ -140,14 +140,8 @@ def LidarCamera(dataset: str, split: str, transforms: Sequence[Mapping[str, Any]
     superpixel_cache: folder of cached superpixels (None: recompute every time); n_segments,
     compactness, sigma: SLIC settings (SLidR: 150, 6, 3).
     """
-    if dataset == "LidarCamera":
-        raise ValueError("dataset 'LidarCamera': kwargs.dataset must name a base dataset (SemanticKITTI, …), "
-                         "not LidarCamera itself")
-    base = DATASETS.build({"name": dataset, **kwargs, "split": split, "transforms": transforms,
-                           "budget": budget, "seed": seed})
+    spec = {**kwargs, "split": split, "transforms": transforms, "budget": budget, "seed": seed}
+    base = build_wrapped_base("LidarCamera", dataset, spec, split in camera_splits, "SemanticKITTI")
     if split not in camera_splits:
         return base
-    if not isinstance(base, SegmentationDataset):
-        raise TypeError(f"dataset 'LidarCamera': {dataset!r} built a {type(base).__name__}, "
-                        f"expected a SegmentationDataset")
     return LidarCameraDataset(base, SuperpixelCache(superpixel_cache, n_segments, compactness, sigma), min_depth)

@@ -32,7 +32,7 @@ from typing import Any, Mapping, Sequence
 import numpy as np
 
 from pcseg.data.collate import collate_sparse
-from pcseg.data.datasets import DatasetWrapper, SegmentationDataset
+from pcseg.data.datasets import DatasetWrapper, SegmentationDataset, build_wrapped_base
 from pcseg.data.registry import DATASETS
 from pcseg.data.transforms import Transform, build_transforms
 
@@ -104,14 +104,8 @@ def TwoViews(dataset: str, split: str, transforms: Sequence[Mapping[str, Any]] =
              two_view_splits: Sequence[str] = ("train",), **kwargs: Any) -> TwoViewDataset | SegmentationDataset:
     """``DATASETS[dataset]`` (built with ``kwargs`` and the split's arguments), two views per item on
     the splits in ``two_view_splits``, the plain base dataset on the others."""
-    if dataset == "TwoViews":
-        raise ValueError("dataset 'TwoViews': kwargs.dataset must name a base dataset (ScanNet, S3DIS, …), "
-                         "not TwoViews itself")
-    base = DATASETS.build({"name": dataset, **kwargs, "split": split, "transforms": transforms,
-                           "budget": budget, "seed": seed})
+    spec = {**kwargs, "split": split, "transforms": transforms, "budget": budget, "seed": seed}
+    base = build_wrapped_base("TwoViews", dataset, spec, split in two_view_splits, "ScanNet, S3DIS")
     if split not in two_view_splits:
         return base
-    if not isinstance(base, SegmentationDataset):
-        raise TypeError(f"dataset 'TwoViews': {dataset!r} built a {type(base).__name__}, "
-                        f"expected a SegmentationDataset")
     return TwoViewDataset(base, build_transforms(view_transforms) if view_transforms else None)
