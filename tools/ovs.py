@@ -29,7 +29,7 @@ from pcseg.engine.config import exit_on_config_error, load_config
 from pcseg.methods.ovs.pipeline import (OVSConfig, build_text_encoder, encode_views, fit_scene, label_points,
                                         load_scene, miou, render_labels, to_query_labels)
 from pcseg.vis import colorize, get_palette, save_ply
-from pcseg.vis.ply import atomic_path
+from pcseg.utils.atomic import atomic_path
 
 
 def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:

@@ -31,6 +31,7 @@ from typing import Any, Callable, Mapping, Protocol
 import numpy as np
 
 from pcseg.data.formats import IGNORE_INDEX
+from pcseg.utils.atomic import atomic_path
 
 __all__ = [
     "KINDS", "MANIFEST", "Budget", "Reader", "load_budget", "make_budget", "write_active_budget",
@@ -201,10 +202,8 @@ def _write(root: Path, reader: Reader, kind: str, amount: float | int | None, se
         "created": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
         "meta": dict(meta),
     }
-    tmp = root / (MANIFEST + ".tmp")
-    with open(tmp, "w", encoding="utf-8") as f:
+    with atomic_path(root / MANIFEST) as tmp, open(tmp, "w", encoding="utf-8") as f:
         json.dump(manifest, f, indent=1)
-    os.replace(tmp, root / MANIFEST)
     return Budget(root, manifest)
 
 

@@ -18,6 +18,8 @@ from pathlib import Path
 
 import numpy as np
 
+from ..utils.atomic import atomic_path
+
 __all__ = ["slic_superpixels", "SuperpixelCache"]
 
 
@@ -73,9 +75,7 @@ class SuperpixelCache:
             return labels
         self.misses += 1
         labels = slic_superpixels(image, self.n_segments, self.compactness, self.sigma)
-        self.cache_dir.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(f"{path.stem}.{os.getpid()}.tmp")
-        with open(tmp, "wb") as fh:
-            np.save(fh, labels)
-        os.replace(tmp, path)
+        with atomic_path(path) as tmp:
+            with open(tmp, "wb") as fh:
+                np.save(fh, labels)
         return labels

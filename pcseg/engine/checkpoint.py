@@ -1,13 +1,12 @@
 """Atomic checkpoint files and RNG-state capture.
 
-A checkpoint is written to ``<path>.tmp``, flushed to disk, then renamed over ``<path>`` with
-``os.replace`` (atomic on POSIX), so a crash at any moment leaves either the old or the new file,
-never a torn one. Checkpoints hold only tensors and plain Python values, so they load with
+A checkpoint is written beside ``<path>``, flushed to disk, then renamed over it with
+``os.replace`` (atomic on POSIX, :func:`pcseg.utils.atomic.atomic_path`), so a crash at any moment
+leaves either the old or the new file, never a torn one. Checkpoints hold only tensors and plain Python values, so they load with
 ``torch.load(weights_only=True)``: the numpy RNG state is stored as a tensor.
 """
 from __future__ import annotations
 
-import os
 import random
 from pathlib import Path
 from typing import Any
@@ -15,18 +14,15 @@ from typing import Any
 import numpy as np
 import torch
 
+from ..utils.atomic import atomic_path
+
 __all__ = ["save_checkpoint", "load_checkpoint", "get_rng_state", "set_rng_state"]
 
 
 def save_checkpoint(obj: dict[str, Any], path: str | Path) -> None:
-    """Write ``obj`` to ``path`` atomically (``path.tmp`` → fsync → ``os.replace``)."""
-    path = Path(path)
-    tmp = path.with_name(path.name + ".tmp")
-    with open(tmp, "wb") as fh:
-        torch.save(obj, fh)
-        fh.flush()
-        os.fsync(fh.fileno())
-    os.replace(tmp, path)
+    """Write ``obj`` to ``path`` atomically (temporary file → fsync → ``os.replace``)."""
+    with atomic_path(path, durable=True) as tmp:
+        torch.save(obj, tmp)
 
 
 def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") -> dict[str, Any]:

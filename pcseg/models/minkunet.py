@@ -20,7 +20,7 @@ from typing import Sequence
 
 from torch import nn
 
-from pcseg.sparse import (SparseBatchNorm, SparseConv, SparseConvTranspose, SparseFeatureMap, SparseReLU,
+from pcseg.sparse import (SparseBatchNorm, SparseConvTranspose, SparseFeatureMap, SparseReLU,
                           SparseTensor, sparse_cat)
 
 from .blocks import BasicBlock, conv_bn_relu, make_stage

@@ -5,33 +5,15 @@ sees a half-written file.
 """
 from __future__ import annotations
 
-import os
-from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
 from plyfile import PlyData, PlyElement
 
+from ..utils.atomic import atomic_path
 from .palette import colorize, to_colors
 
-__all__ = ["save_ply", "atomic_path"]
-
-
-@contextmanager
-def atomic_path(path: str | Path) -> Iterator[Path]:
-    """Yield a temporary path beside ``path``; on success rename it over ``path``, else delete it.
-
-    The temporary name holds the process id, so concurrent writers of one file do not collide.
-    """
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    try:
-        yield tmp
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
+__all__ = ["save_ply"]
 
 
 def save_ply(path: str | Path, points: object, colors: object | None = None, labels: object | None = None,

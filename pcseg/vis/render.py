@@ -29,7 +29,7 @@ import numpy as np
 from PIL import Image, ImageDraw, ImageFont
 
 from .palette import to_colors
-from .ply import atomic_path
+from ..utils.atomic import atomic_path
 
 __all__ = ["View", "render", "render_panels", "open3d_unavailable_reason"]
 
