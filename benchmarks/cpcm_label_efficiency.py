@@ -17,17 +17,13 @@ grid 8 / weight 10 at the second (override with ``--grids`` / ``--weights``).
 from __future__ import annotations
 
 import argparse
-import json
-import os
-import subprocess
 import sys
 import time
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
 
-from _stats import mean_std_cell
+from _experiment import final_miou, mean_std_cell, run_parallel, run_tool, save_summary, wall_seconds
 
 REPO = Path(__file__).resolve().parents[1]
 CONFIGS = REPO / "configs" / "experiments" / "cpcm"
@@ -41,10 +37,6 @@ class Run:
     seed: int
     overrides: tuple[str, ...]
     work_dir: Path
-
-    @property
-    def log(self) -> Path:
-        return self.work_dir / "log.jsonl"
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -104,39 +96,19 @@ def plan(args: argparse.Namespace, root: Path, budgets: dict[tuple[float, int], 
     return runs
 
 
-def final_miou(run: Run) -> float | None:
-    """mIoU of the last ``val`` record of a finished run, None if it has none."""
-    if not run.log.is_file():
-        return None
-    vals = [r for r in map(json.loads, run.log.read_text().splitlines()) if r["type"] == "val"]
-    return vals[-1]["miou"] if vals else None
-
-
-def train(run: Run) -> float:
-    """Run ``tools/train.py`` for ``run`` (one thread); returns the wall time in seconds."""
-    start = time.perf_counter()
-    cmd = [sys.executable, str(REPO / "tools" / "train.py"), "--config", str(CONFIGS / f"{run.method}.yaml"),
-           "--work-dir", str(run.work_dir), *run.overrides]
-    env = {**os.environ, "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
-    run.work_dir.mkdir(parents=True, exist_ok=True)
-    with open(run.work_dir / "stdout.txt", "w") as fh:
-        result = subprocess.run(cmd, env=env, stdout=fh, stderr=subprocess.STDOUT)
-    if result.returncode:
-        raise RuntimeError(f"{' '.join(cmd)} failed (exit {result.returncode}); see {run.work_dir / 'stdout.txt'}")
-    seconds = time.perf_counter() - start
-    (run.work_dir / "wall_seconds.txt").write_text(f"{seconds:.1f}\n")
-    print(f"{run.method:12s} ratio {run.amount:g} seed {run.seed}: mIoU {100 * final_miou(run):.2f} "
+def train(run: Run) -> None:
+    """``tools/train.py`` for ``run`` with one thread."""
+    seconds = run_tool("train.py", ["--config", str(CONFIGS / f"{run.method}.yaml"), *run.overrides], run.work_dir)
+    print(f"{run.method:12s} ratio {run.amount:g} seed {run.seed}: mIoU {100 * final_miou(run.work_dir):.2f} "
           f"in {seconds:.0f} s", flush=True)
-    return seconds
 
 
 def table(args: argparse.Namespace, runs: list[Run]) -> tuple[str, dict]:
     """Markdown table of mean ± sample std (and per-seed values) of the final val mIoU, in %."""
     results: dict = {}
     for run in runs:
-        wall = run.work_dir / "wall_seconds.txt"
         results.setdefault(run.method, {}).setdefault(f"{run.amount:g}", {})[run.seed] = {
-            "miou": final_miou(run), "seconds": float(wall.read_text()) if wall.is_file() else None}
+            "miou": final_miou(run.work_dir), "seconds": wall_seconds(run.work_dir)}
     head = "| method | " + " | ".join(f"ratio {a:g} ({100 * a:g} %)" for a in args.budgets) + " |"
     lines = [head, "|---" * (len(args.budgets) + 1) + "|"]
     for method in args.methods:
@@ -154,16 +126,13 @@ def main(argv: list[str] | None = None) -> None:
     args.out.mkdir(parents=True, exist_ok=True)
     root = make_data(args.out, args.scenes, args.points)
     runs = plan(args, root, make_budgets(root, args.out, args.budgets, args.seeds))
-    todo = [r for r in runs if final_miou(r) is None]
+    todo = [r for r in runs if final_miou(r.work_dir) is None]
     # the most expensive runs first, so the two workers finish together
     todo.sort(key=lambda r: METHODS.index(r.method), reverse=True)
     start = time.perf_counter()
-    with ThreadPoolExecutor(max_workers=args.jobs) as pool:
-        list(pool.map(train, todo))
+    run_parallel(train, todo, args.jobs)
     text, results = table(args, runs)
-    summary = {"args": {k: str(v) if isinstance(v, Path) else v for k, v in vars(args).items()},
-               "wall_seconds": time.perf_counter() - start, "results": results, "table": text}
-    (args.out / "results.json").write_text(json.dumps(summary, indent=1))
+    summary = save_summary(args.out, args, start, results, text)
     print(f"\nfinal point-level val mIoU (%), mean ± std over seeds {args.seeds} (per-seed values):\n{text}")
     print(f"\n{len(todo)} runs trained in {summary['wall_seconds'] / 60:.1f} min with {args.jobs} processes")
 

@@ -20,16 +20,13 @@ from __future__ import annotations
 import argparse
 import json
 import math
-import os
-import subprocess
 import sys
 import time
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
 
-from _stats import mean_std_cell
+from _experiment import mean_std_cell, run_parallel, run_tool, save_summary
 
 REPO = Path(__file__).resolve().parents[1]
 STRATEGIES = ("hpal", "margin", "random")
@@ -81,22 +78,13 @@ def overrides(args: argparse.Namespace, root: Path, seed: int) -> list[str]:
             "data.num_workers=0", *args.overrides]
 
 
-def active_learn(args: argparse.Namespace, root: Path, run: Run) -> float:
-    """Run (or continue) ``tools/active_learn.py`` for ``run`` with one thread; returns the wall seconds."""
-    start = time.perf_counter()
-    cmd = [sys.executable, str(REPO / "tools" / "active_learn.py"), "--config", str(args.config),
-           "--rounds", str(args.rounds), "--total-budget", str(args.total_budget), "--strategy", run.strategy,
-           "--work-dir", str(run.work_dir), "--resume", *overrides(args, root, run.seed)]
-    env = {**os.environ, "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
-    run.work_dir.mkdir(parents=True, exist_ok=True)
-    with open(run.work_dir / "stdout.txt", "a") as fh:
-        result = subprocess.run(cmd, env=env, stdout=fh, stderr=subprocess.STDOUT)
-    if result.returncode:
-        raise RuntimeError(f"{' '.join(cmd)} failed (exit {result.returncode}); see {run.work_dir / 'stdout.txt'}")
-    seconds = time.perf_counter() - start
+def active_learn(args: argparse.Namespace, root: Path, run: Run) -> None:
+    """Run (or continue) ``tools/active_learn.py`` for ``run`` with one thread."""
+    seconds = run_tool("active_learn.py", ["--config", str(args.config), "--rounds", str(args.rounds),
+                                           "--total-budget", str(args.total_budget), "--strategy", run.strategy,
+                                           "--resume", *overrides(args, root, run.seed)], run.work_dir, append=True)
     last = run.metrics(args.rounds - 1)
     print(f"{run.strategy:7s} seed {run.seed}: final mIoU {100 * last['miou']:.2f} in {seconds:.0f} s", flush=True)
-    return seconds
 
 
 def table(args: argparse.Namespace, runs: list[Run]) -> tuple[str, dict]:
@@ -124,12 +112,9 @@ def main(argv: list[str] | None = None) -> None:
     runs = [Run(s, seed, args.out / "runs" / s / f"seed{seed}") for s in args.strategies for seed in args.seeds]
     todo = [r for r in runs if r.metrics(args.rounds - 1) is None]
     start = time.perf_counter()
-    with ThreadPoolExecutor(max_workers=args.jobs) as pool:
-        list(pool.map(lambda r: active_learn(args, root, r), todo))
+    run_parallel(lambda r: active_learn(args, root, r), todo, args.jobs)
     text, results = table(args, runs)
-    summary = {"args": {k: str(v) if isinstance(v, Path) else v for k, v in vars(args).items()},
-               "wall_seconds": time.perf_counter() - start, "results": results, "table": text}
-    (args.out / "results.json").write_text(json.dumps(summary, indent=1))
+    summary = save_summary(args.out, args, start, results, text)
     print(f"\npoint-level val mIoU (%) per round, mean ± std over seeds {args.seeds}:\n{text}")
     print(f"\n{len(todo)} active-learning runs in {summary['wall_seconds'] / 60:.1f} min with {args.jobs} processes")
 

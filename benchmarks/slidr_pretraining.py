@@ -21,15 +21,12 @@ Configs are written to ``OUT/configs``; runs go one at a time with ``--threads``
 from __future__ import annotations
 
 import argparse
-import json
-import os
-import subprocess
 import sys
 import time
 from pathlib import Path
 
 
-from _stats import mean_std_cell
+from _experiment import final_miou, mean_std_cell, run_tool, save_summary
 import yaml
 
 REPO = Path(__file__).resolve().parents[1]
@@ -55,26 +52,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     return parser.parse_args(argv)
 
 
-def run_tool(tool: str, args: list[str], work_dir: Path, threads: int) -> None:
-    """``tools/<tool> --work-dir work_dir args…`` in a subprocess logging to ``work_dir/stdout.txt``."""
-    work_dir.mkdir(parents=True, exist_ok=True)
-    cmd = [sys.executable, str(REPO / "tools" / tool), "--work-dir", str(work_dir), *args]
-    env = {**os.environ, "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": str(threads), "MKL_NUM_THREADS": str(threads)}
-    start = time.perf_counter()
-    with open(work_dir / "stdout.txt", "w") as fh:
-        if subprocess.run(cmd, env=env, stdout=fh, stderr=subprocess.STDOUT).returncode:
-            raise RuntimeError(f"{' '.join(cmd)} failed; see {work_dir / 'stdout.txt'}")
-    (work_dir / "wall_seconds.txt").write_text(f"{time.perf_counter() - start:.1f}\n")
-    print(f"{tool} → {work_dir} in {time.perf_counter() - start:.0f} s", flush=True)
-
-
-def final_miou(work_dir: Path) -> float | None:
-    """mIoU of the last ``val`` record in ``work_dir/log.jsonl``, None if there is none."""
-    log = work_dir / "log.jsonl"
-    if not log.is_file():
-        return None
-    vals = [r for r in map(json.loads, log.read_text().splitlines()) if r["type"] == "val"]
-    return vals[-1]["miou"] if vals else None
+def step(tool: str, tool_args: list[str], work_dir: Path, threads: int) -> None:
+    """:func:`run_tool` with a progress line."""
+    print(f"{tool} → {work_dir} in {run_tool(tool, tool_args, work_dir, threads):.0f} s", flush=True)
 
 
 def make_data(args: argparse.Namespace) -> tuple[Path, Path]:
@@ -153,14 +133,14 @@ def main(argv: list[str] | None = None) -> None:
     if final_miou(teacher_dir) is None:
         overrides = [f"data.kwargs.root={images}", f"train.epochs={args.teacher_epochs}",
                      f"eval.period={args.teacher_epochs}", "train.warmup_iters=0"]
-        run_tool("train.py", ["--config", str(REPO / "configs" / "image2d" / "supervised.yaml"), *overrides],
-                 teacher_dir, args.threads)
+        step("train.py", ["--config", str(REPO / "configs" / "image2d" / "supervised.yaml"), *overrides],
+             teacher_dir, args.threads)
     print(f"teacher (2D, own labels) val mIoU: {100 * final_miou(teacher_dir):.1f} %")
     configs = write_configs(args, kitti, teacher_dir / "model_last.pth")
     for seed in args.seeds:
         pre_dir = args.out / "runs" / "pretrain" / f"seed{seed}"
         if not (pre_dir / "backbone.pth").is_file():
-            run_tool("pretrain_slidr.py", ["--config", str(configs["pretrain"]), f"seed={seed}"], pre_dir, args.threads)
+            step("pretrain_slidr.py", ["--config", str(configs["pretrain"]), f"seed={seed}"], pre_dir, args.threads)
         budget = make_budget_for(kitti, args.out, seed)
         for run in DOWNSTREAM:
             for init in INITS:
@@ -169,12 +149,9 @@ def main(argv: list[str] | None = None) -> None:
                     continue
                 overrides = [f"seed={seed}"] + ([f"data.budget={budget}"] if run == "finetune_1pct" else []) \
                     + ([f"model.init_from={pre_dir / 'backbone.pth'}"] if init == "slidr" else [])
-                run_tool("train.py", ["--config", str(configs[run]), *overrides], work_dir, args.threads)
+                step("train.py", ["--config", str(configs[run]), *overrides], work_dir, args.threads)
     text, results = table(args)
-    summary = {"args": {k: str(v) if isinstance(v, Path) else v for k, v in vars(args).items()},
-               "teacher_miou": final_miou(teacher_dir), "wall_seconds": time.perf_counter() - start,
-               "results": results, "table": text}
-    (args.out / "results.json").write_text(json.dumps(summary, indent=1))
+    save_summary(args.out, args, start, results, text, teacher_miou=final_miou(teacher_dir))
     print(f"\nfinal point-level val mIoU (%), mean ± std over seeds {args.seeds} (per-seed values):\n{text}")
 
 
