@@ -25,10 +25,12 @@ import json
 import os
 import shutil
 from pathlib import Path
-from typing import Any, Optional, Sequence
+from typing import Any, Callable, Optional, Sequence
 
 import numpy as np
+import torch
 import yaml
+from torch import nn
 
 from pcseg.data.budget import MANIFEST, Budget, load_budget, write_active_budget
 from pcseg.engine.build import (Runtime, build_dataset, build_model_from_config, build_trainer, evaluate_checkpoint,
@@ -39,6 +41,7 @@ from pcseg.engine.config import (Config, ConfigError, SplitConfig, config_from_d
 from pcseg.engine.distributed import shutdown
 from pcseg.methods import build_method
 from pcseg.methods.hpal import STRATEGIES, annotatable, cumulative_targets, model_selection, random_selection
+from pcseg.utils.atomic import atomic_path
 
 METRICS = "metrics.json"
 
@@ -85,38 +88,65 @@ def check_budget(budget: Budget, path: Path, expected: int, settings: dict[str, 
         raise SystemExit(f"error: {path / MANIFEST}: written by another schedule ({detail}); use another --work-dir")
 
 
-def available_points(dataset: Any, labelled: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-    """Scene → (N,) bool annotatable points (a ground-truth label, not in ``labelled``)."""
+def labelled_points(budget: Optional[Budget]) -> dict[str, np.ndarray]:
+    """Scene → (K,) int64 sorted indices of ``budget``'s points; empty without a budget."""
+    return {} if budget is None else {s: budget.indices(s) for s in budget.scenes}
+
+
+def available_points(dataset: Any, labelled: dict[str, np.ndarray],
+                     require_label: bool = True) -> dict[str, np.ndarray]:
+    """Scene → (N,) bool annotatable points: not in ``labelled`` and (``require_label``) with a ground-truth label."""
     return {s: annotatable(dataset.reader.load(s)["segment"], labelled.get(s, np.zeros(0, np.int64)),
-                           dataset.ignore_index) for s in dataset.reader.scenes}
+                           dataset.ignore_index, require_label=require_label) for s in dataset.reader.scenes}
 
 
-def select_next(cfg: Config, runtime: Runtime, dataset: Any, previous: Budget, checkpoint: Path, count: int,
-                strategy: str, seed: int) -> dict[str, np.ndarray]:
-    """``count`` new points chosen by ``strategy`` with the weights of ``checkpoint``."""
-    labelled = {s: previous.indices(s) for s in previous.scenes}
-    if strategy == "random":
-        return random_selection(available_points(dataset, labelled), count, np.random.default_rng(seed))
-    model = build_model_from_config(cfg, dataset.num_classes, runtime.device)
+def scene_sizes(dataset: Any, budget: Optional[Budget]) -> dict[str, int]:
+    """Scene → raw point count: from ``budget``'s manifest, else by loading every scene."""
+    if budget is not None:
+        return {s: c["points"] for s, c in budget.manifest["counts"]["per_scene"].items()}
+    return {s: len(dataset.reader.load(s)["segment"]) for s in dataset.reader.scenes}
+
+
+def load_model(cfg: Config, runtime: Runtime, num_classes: int, checkpoint: Path) -> nn.Module:
+    """The config's model on the runtime's device with the ``"model"`` weights of ``checkpoint``."""
+    model = build_model_from_config(cfg, num_classes, runtime.device)
     ckpt = load_checkpoint(checkpoint, map_location=runtime.device)
     if "model" not in ckpt:
         raise SystemExit(f"error: {checkpoint}: no 'model' entry; keys: {', '.join(sorted(ckpt))}")
     model.load_state_dict(ckpt["model"])
-    scene_points = {s: c["points"] for s, c in previous.manifest["counts"]["per_scene"].items()}
-    return model_selection(model, dataset, labelled, scene_points, count, strategy, runtime.device)
+    return model
 
 
-def write_budget(out: Path, picks: dict[str, np.ndarray], previous: Optional[Budget], dataset: Any,
-                 meta: dict[str, Any]) -> Budget:
-    """Write ``previous`` ∪ ``picks`` to ``out`` through ``out``.tmp (renamed when complete)."""
+def select_next(dataset: Any, previous: Optional[Budget], model: Optional[nn.Module], count: int, strategy: str,
+                seed: int, device: torch.device, *, require_label: bool = True) -> dict[str, np.ndarray]:
+    """``count`` new points outside ``previous`` chosen by ``strategy`` (with ``model`` unless ``"random"``).
+
+    require_label False: any point may be chosen, not only those with a ground-truth label (a person's
+    own scans). Returns scene → (K_s,) int64 sorted indices, ΣK_s = count.
+    """
+    labelled = labelled_points(previous)
+    if strategy == "random":
+        return random_selection(available_points(dataset, labelled, require_label), count, np.random.default_rng(seed))
+    if model is None:
+        raise ValueError(f"select_next: strategy {strategy!r} needs a model")
+    return model_selection(model, dataset, labelled, scene_sizes(dataset, previous), count, strategy, device,
+                           require_label=require_label)
+
+
+def write_budget(out: Path, write: Callable[[Path], Any]) -> Budget:
+    """Run ``write(directory)`` on ``out``.tmp and rename it to ``out`` once complete; the budget at ``out``."""
     tmp = out.with_name(out.name + ".tmp")
     shutil.rmtree(tmp, ignore_errors=True)
-    empty = np.zeros(0, np.int64)
-    merged = {s: np.union1d(previous.indices(s) if previous is not None else empty, picks.get(s, empty))
-              for s in dataset.reader.scenes}
-    write_active_budget(tmp, merged, meta, reader=dataset.reader)
+    write(tmp)
     os.replace(tmp, out)
     return load_budget(out)
+
+
+def merged_indices(previous: Optional[Budget], picks: dict[str, np.ndarray],
+                   scenes: Sequence[str]) -> dict[str, np.ndarray]:
+    """Scene → (K,) int64 sorted ``previous`` ∪ ``picks`` indices, for every scene of ``scenes``."""
+    labelled, empty = labelled_points(previous), np.zeros(0, np.int64)
+    return {s: np.union1d(labelled.get(s, empty), picks.get(s, empty)) for s in scenes}
 
 
 def train_round(cfg: Config, runtime: Runtime, round_dir: Path, budget: Budget) -> dict[str, Any]:
@@ -141,9 +171,9 @@ def train_round(cfg: Config, runtime: Runtime, round_dir: Path, budget: Budget) 
 
 
 def write_json(path: Path, data: dict[str, Any]) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(data, indent=1), encoding="utf-8")
-    os.replace(tmp, path)
+    """``data`` as indented JSON at ``path``, written atomically."""
+    with atomic_path(path) as tmp:
+        tmp.write_text(json.dumps(data, indent=1), encoding="utf-8")
 
 
 def run(cfg: Config, runtime: Runtime, work_dir: Path, args: argparse.Namespace) -> list[dict[str, Any]]:
@@ -167,10 +197,14 @@ def run(cfg: Config, runtime: Runtime, work_dir: Path, args: argparse.Namespace)
             if budget is None:
                 picks = random_selection(available, targets[0], np.random.default_rng(cfg.seed))
             else:
-                picks = select_next(cfg, runtime, dataset, budget, work_dir / f"round_{k - 1}" / "model_last.pth",
-                                    targets[k] - targets[k - 1], args.strategy, cfg.seed + k)
-            budget = write_budget(round_dir / "budget", picks, budget, dataset,
-                                  {"method": "HPAL active learning", "round": k, **settings})
+                model = None if args.strategy == "random" else \
+                    load_model(cfg, runtime, dataset.num_classes, work_dir / f"round_{k - 1}" / "model_last.pth")
+                picks = select_next(dataset, budget, model, targets[k] - targets[k - 1], args.strategy, cfg.seed + k,
+                                    runtime.device)
+            merged = merged_indices(budget, picks, dataset.reader.scenes)
+            meta = {"method": "HPAL active learning", "round": k, **settings}
+            budget = write_budget(round_dir / "budget",
+                                  lambda out: write_active_budget(out, merged, meta, reader=dataset.reader))
         check_budget(budget, round_dir / "budget", targets[k], {**settings, "round": k})
         if not (round_dir / METRICS).is_file():
             write_json(round_dir / METRICS, {"round": k, **train_round(cfg, runtime, round_dir, budget)})

@@ -18,12 +18,12 @@ from typing import Optional, Sequence
 
 import numpy as np
 
-from pcseg.data.budget import KINDS, MANIFEST, Budget, Reader, load_budget, make_budget
+from pcseg.data.budget import MANIFEST, Budget, Reader, load_budget, make_budget
 from pcseg.data.formats import IGNORE_INDEX
 from pcseg.engine.build import build_dataset
 from pcseg.engine.config import Config, ConfigError, exit_on_config_error, load_config
 
-DRAWN_KINDS = tuple(k for k in KINDS if k != "active")  # "active" budgets are chosen by a method
+DRAWN_KINDS = ("ratio", "points_per_scene")  # "active" and "annotated" budgets come from a method or a person
 
 
 def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:

@@ -5,16 +5,24 @@ A budget is a directory::
     manifest.json                 kind, amount, seed, source reader + scene list, label hashes, counts
     <scene>.npy                   (K,) int64 sorted unique indices into the scene's raw points
                                   ('/' in scene names becomes '__': Area_1__office_1.npy)
+    <scene>.labels.npy            kind ``annotated`` only: (K,) int64 class ids of those points, in the
+                                  same order (a person's labels, :meth:`Budget.labels`)
 
-Indices refer to the raw points in the order the reader returns them. Each scene's label hash is
-checked when the budget is applied (:meth:`Budget.mask`), so a budget cannot silently be used on
-other data. Kinds:
+Indices refer to the raw points in the order the reader returns them. Each scene's label hash (of
+the reader's labels, also for ``annotated`` budgets) is checked when the budget is applied
+(:meth:`Budget.mask`), so a budget cannot silently be used on other data; for scans without labels
+(every point ignore) the hash still pins the number of points. Kinds:
 
 - ``ratio``: per scene and per present class c, ``max(int(n_c * amount), 1)`` points drawn
   uniformly among the points of class c.
 - ``points_per_scene``: ``amount`` points per scene drawn uniformly among the labelled points
   (all labelled points if there are fewer).
 - ``active``: indices chosen by a method, written with :func:`write_active_budget`.
+- ``annotated``: indices plus the labels a person gave them (``tools/annotate.py``), written with
+  :func:`write_annotated_budget`. Training uses these labels at the budget's points instead of the
+  reader's (:meth:`Budget.labelled_segment`), so the scans themselves need no labels.
+
+The first three kinds store indices only: the training labels of their points are the reader's.
 
 Random draws use one generator per scene derived from (seed, scene name), so the same seed gives
 byte-identical index files and adding a scene leaves the other scenes' files unchanged.
@@ -34,12 +42,16 @@ from pcseg.data.formats import IGNORE_INDEX
 from pcseg.utils.atomic import atomic_path
 
 __all__ = [
-    "KINDS", "MANIFEST", "Budget", "Reader", "load_budget", "make_budget", "write_active_budget",
-    "scene_filename", "label_hash", "scene_rng", "sample_ratio", "sample_points_per_scene",
+    "KINDS", "INDEX_KINDS", "LABEL_KINDS", "MANIFEST", "LABELS_SUFFIX", "Budget", "Reader", "load_budget",
+    "make_budget", "write_active_budget", "write_annotated_budget", "scene_filename", "label_hash", "scene_rng",
+    "sample_ratio", "sample_points_per_scene",
 ]
 
-KINDS = ("ratio", "points_per_scene", "active")
+INDEX_KINDS = ("ratio", "points_per_scene", "active")  # indices only; labels from the reader
+LABEL_KINDS = ("annotated",)  # indices and their labels
+KINDS = INDEX_KINDS + LABEL_KINDS
 MANIFEST = "manifest.json"
+LABELS_SUFFIX = ".labels.npy"
 FORMAT_VERSION = 1
 
 
@@ -51,9 +63,9 @@ class Reader(Protocol):
     def load(self, name: str) -> dict[str, Any]: ...
 
 
-def scene_filename(scene: str) -> str:
-    """File name of a scene's indices: ``Area_1/office_1`` → ``Area_1__office_1.npy``."""
-    return scene.replace("/", "__") + ".npy"
+def scene_filename(scene: str, suffix: str = ".npy") -> str:
+    """File name of a scene's indices: ``Area_1/office_1`` → ``Area_1__office_1.npy`` (other ``suffix``: labels)."""
+    return scene.replace("/", "__") + suffix
 
 
 def label_hash(segment: np.ndarray) -> str:
@@ -97,6 +109,7 @@ class Budget:
     """A budget directory opened by :func:`load_budget`.
 
     manifest: the parsed ``manifest.json``; ``kind``, ``amount``, ``seed`` and ``scenes`` mirror it.
+    Kind ``annotated`` also holds the labels of its points (:meth:`labels`, :meth:`labelled_segment`).
     """
 
     def __init__(self, root: Path, manifest: dict[str, Any]) -> None:
@@ -116,16 +129,30 @@ class Budget:
             raise KeyError(f"{self.manifest_path}: scene {scene!r} is not in this budget "
                            f"({len(self.scenes)} scenes of {self.manifest['reader']})")
 
-    def indices(self, scene: str) -> np.ndarray:
-        """(K,) int64 sorted unique indices into the raw points of ``scene``."""
+    def _load(self, scene: str, suffix: str, what: str) -> np.ndarray:
+        """The (K,) int64 array of ``scene`` in file ``scene_filename(scene, suffix)``."""
         self._check_scene(scene)
-        path = self.root / scene_filename(scene)
+        path = self.root / scene_filename(scene, suffix)
         if not path.is_file():
             raise FileNotFoundError(f"{self.manifest_path}: lists scene {scene!r} but {path} is missing")
-        idx = np.load(path)
-        if idx.ndim != 1 or idx.dtype != np.int64:
-            raise ValueError(f"{path}: expected (K,) int64 indices, got shape {idx.shape} dtype {idx.dtype}")
-        return idx
+        array = np.load(path)
+        if array.ndim != 1 or array.dtype != np.int64:
+            raise ValueError(f"{path}: expected (K,) int64 {what}, got shape {array.shape} dtype {array.dtype}")
+        return array
+
+    def indices(self, scene: str) -> np.ndarray:
+        """(K,) int64 sorted unique indices into the raw points of ``scene``."""
+        return self._load(scene, ".npy", "indices")
+
+    def labels(self, scene: str) -> np.ndarray | None:
+        """(K,) int64 class ids of the points :meth:`indices` (same order): kind ``annotated``; else None."""
+        if self.kind not in LABEL_KINDS:
+            return None
+        labels = self._load(scene, LABELS_SUFFIX, "class ids")
+        if len(labels) != len(self.indices(scene)):
+            raise ValueError(f"{self.root / scene_filename(scene, LABELS_SUFFIX)}: expected one label per index "
+                             f"of {scene_filename(scene)}, got {len(labels)} labels")
+        return labels
 
     def verify(self, scene: str, segment: np.ndarray) -> None:
         """Raise ValueError unless ``segment`` (N,) is the label array the budget was made from."""
@@ -143,12 +170,28 @@ class Budget:
         mask[self.indices(scene)] = True
         return mask
 
+    def labelled_segment(self, scene: str, segment: np.ndarray) -> np.ndarray:
+        """(N,) int64 training labels of ``scene``: ``segment`` (N,) with the budget's own labels written at
+        its points (a copy) for kind ``annotated``; ``segment`` as int64 for the other kinds.
+
+        Checks the labels first (:meth:`verify`).
+        """
+        self.verify(scene, segment)
+        segment = np.asarray(segment, dtype=np.int64)
+        labels = self.labels(scene)
+        if labels is None:
+            return segment
+        out = segment.copy()
+        out[self.indices(scene)] = labels
+        return out
+
     def __repr__(self) -> str:
         return f"Budget({str(self.root)!r}, kind={self.kind!r}, amount={self.amount!r}, seed={self.seed!r})"
 
 
 def load_budget(path: str | os.PathLike) -> Budget:
-    """Open a budget directory written by :func:`make_budget` or :func:`write_active_budget`."""
+    """Open a budget directory written by :func:`make_budget`, :func:`write_active_budget` or
+    :func:`write_annotated_budget`."""
     root = Path(path)
     manifest_path = root / MANIFEST
     if not manifest_path.is_file():
@@ -178,18 +221,23 @@ def _prepare_dir(out_dir: str | os.PathLike) -> Path:
     return root
 
 
-def _write(root: Path, reader: Reader, kind: str, amount: float | int | None, seed: int | None,
-           select: Callable[[str, np.ndarray], np.ndarray], ignore_index: int,
-           meta: Mapping[str, Any]) -> Budget:
-    """Load each reader scene, write ``select(scene, segment) -> (K,) int64`` and the manifest last.
+Selection = Callable[[str, np.ndarray], tuple[np.ndarray, np.ndarray | None]]
+"""``select(scene, segment (N,) int64) -> (indices (K,) int64 sorted unique, labels (K,) int64 or None)``."""
 
-    amount None: the total number of selected points.
+
+def _write(root: Path, reader: Reader, kind: str, amount: float | int | None, seed: int | None,
+           select: Selection, ignore_index: int, meta: Mapping[str, Any]) -> Budget:
+    """Load each reader scene, write what ``select`` returns for it and the manifest last.
+
+    amount None: the total number of selected points. Labels (not None) go to ``<scene>.labels.npy``.
     """
     hashes, per_scene = {}, {}
     for scene in reader.scenes:
         segment = np.asarray(reader.load(scene)["segment"], dtype=np.int64)
-        idx = select(scene, segment)
+        idx, labels = select(scene, segment)
         np.save(root / scene_filename(scene), idx)
+        if labels is not None:
+            np.save(root / scene_filename(scene, LABELS_SUFFIX), labels)
         hashes[scene] = label_hash(segment)
         per_scene[scene] = {"points": int(len(segment)), "labelled": int((segment != ignore_index).sum()),
                             "selected": int(len(idx))}
@@ -221,20 +269,37 @@ def make_budget(reader: Reader, kind: str, amount: float | int, seed: int, out_d
             raise ValueError(f"make_budget: amount for kind 'ratio' expected a fraction in (0, 1], got {amount!r}")
         amount = float(amount)
 
-        def select(scene: str, segment: np.ndarray) -> np.ndarray:
-            return sample_ratio(segment, amount, scene_rng(seed, scene), ignore_index)
+        def select(scene: str, segment: np.ndarray) -> tuple[np.ndarray, None]:
+            return sample_ratio(segment, amount, scene_rng(seed, scene), ignore_index), None
     elif kind == "points_per_scene":
         if isinstance(amount, bool) or not isinstance(amount, (int, np.integer)) or amount < 1:
             raise ValueError(f"make_budget: amount for kind 'points_per_scene' expected an int >= 1, got {amount!r}")
         amount = int(amount)
 
-        def select(scene: str, segment: np.ndarray) -> np.ndarray:
-            return sample_points_per_scene(segment, amount, scene_rng(seed, scene), ignore_index)
+        def select(scene: str, segment: np.ndarray) -> tuple[np.ndarray, None]:
+            return sample_points_per_scene(segment, amount, scene_rng(seed, scene), ignore_index), None
     elif kind == "active":
         raise ValueError("make_budget: kind 'active' is chosen by a method; use write_active_budget")
+    elif kind == "annotated":
+        raise ValueError("make_budget: kind 'annotated' holds a person's labels; use write_annotated_budget "
+                         "(tools/annotate.py apply)")
     else:
-        raise ValueError(f"make_budget: kind expected one of {', '.join(KINDS)}, got {kind!r}")
+        raise ValueError(f"make_budget: kind expected one of {', '.join(INDEX_KINDS)}, got {kind!r}")
     return _write(_prepare_dir(out_dir), reader, kind, amount, int(seed), select, ignore_index, {})
+
+
+def _check_scenes(who: str, scenes: Mapping[str, Any], reader: Reader) -> None:
+    """Raise KeyError if ``scenes`` has a key that is not a scene of ``reader``."""
+    unknown = sorted(set(scenes) - set(reader.scenes))
+    if unknown:
+        raise KeyError(f"{who}: scene(s) {', '.join(map(repr, unknown[:5]))} are not in {_reader_info(reader)}")
+
+
+def _check_range(who: str, scene: str, idx: np.ndarray, n: int) -> None:
+    """Raise IndexError unless the (K,) indices ``idx`` lie in [0, n)."""
+    if len(idx) and (idx.min() < 0 or idx.max() >= n):
+        raise IndexError(f"{who}: indices of scene {scene!r} expected in [0, {n}), "
+                         f"got range [{idx.min()}, {idx.max()}]")
 
 
 def write_active_budget(out_dir: str | os.PathLike, indices: Mapping[str, np.ndarray], meta: Mapping[str, Any],
@@ -245,16 +310,51 @@ def write_active_budget(out_dir: str | os.PathLike, indices: Mapping[str, np.nda
     of the selection (method, round, ...), stored in the manifest. ``reader`` provides the scene
     list and the labels whose hashes guard the budget. ``out_dir`` must be empty or absent.
     """
-    unknown = sorted(set(indices) - set(reader.scenes))
-    if unknown:
-        raise KeyError(f"write_active_budget: scene(s) {', '.join(map(repr, unknown[:5]))} are not in "
-                       f"{_reader_info(reader)}")
+    _check_scenes("write_active_budget", indices, reader)
 
-    def select(scene: str, segment: np.ndarray) -> np.ndarray:
+    def select(scene: str, segment: np.ndarray) -> tuple[np.ndarray, None]:
         idx = np.unique(np.asarray(indices.get(scene, []), dtype=np.int64))
-        if len(idx) and (idx[0] < 0 or idx[-1] >= len(segment)):
-            raise IndexError(f"write_active_budget: indices of scene {scene!r} expected in [0, {len(segment)}), "
-                             f"got range [{idx[0]}, {idx[-1]}]")
-        return idx
+        _check_range("write_active_budget", scene, idx, len(segment))
+        return idx, None
 
     return _write(_prepare_dir(out_dir), reader, "active", None, None, select, ignore_index, meta)
+
+
+def write_annotated_budget(out_dir: str | os.PathLike, indices: Mapping[str, np.ndarray],
+                           labels: Mapping[str, np.ndarray], meta: Mapping[str, Any], *, reader: Reader,
+                           previous: Budget | None = None, ignore_index: int = IGNORE_INDEX) -> Budget:
+    """Write the points a person labelled: ``indices[scene]`` (K,) int into the raw points of ``scene``
+    and ``labels[scene]`` (K,) int their class ids, in the same order.
+
+    previous: a budget of the same data whose points are kept with their training labels
+    (:meth:`Budget.labelled_segment`: its person's labels, or the reader's for the other kinds).
+    A point may appear once: twice in ``indices``, or in both ``indices`` and ``previous``, is a
+    ValueError. Scenes absent from ``indices`` get no new points. meta, reader, ``out_dir``: as for
+    :func:`write_active_budget`.
+    """
+    who = "write_annotated_budget"
+    _check_scenes(who, indices, reader)
+    if set(labels) != set(indices):
+        raise KeyError(f"{who}: labels and indices expected the same scenes, got "
+                       f"{sorted(set(labels) ^ set(indices))[:5]} in only one of them")
+
+    def select(scene: str, segment: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        idx = np.asarray(indices.get(scene, np.zeros(0)), dtype=np.int64)
+        lab = np.asarray(labels.get(scene, np.zeros(0)), dtype=np.int64)
+        if idx.ndim != 1 or lab.shape != idx.shape:
+            raise ValueError(f"{who}: scene {scene!r} expected (K,) indices and (K,) labels, "
+                             f"got shapes {idx.shape} and {lab.shape}")
+        _check_range(who, scene, idx, len(segment))
+        if previous is not None:
+            kept = previous.indices(scene)
+            idx = np.concatenate([kept, idx])
+            lab = np.concatenate([previous.labelled_segment(scene, segment)[kept], lab])
+        order = np.argsort(idx, kind="stable")
+        idx, lab = idx[order], lab[order]
+        repeated = idx[1:][np.diff(idx) == 0]
+        if len(repeated):
+            raise ValueError(f"{who}: scene {scene!r}: point(s) {repeated[:5].tolist()} given more than once "
+                             f"(twice in indices, or in indices and in the previous budget)")
+        return idx, lab
+
+    return _write(_prepare_dir(out_dir), reader, "annotated", None, None, select, ignore_index, meta)

@@ -37,7 +37,9 @@ class SegmentationDataset(torch.utils.data.Dataset):
         voxel_size: voxel edge in coord units (metres; pixels for images), scalar or one per axis.
         transforms: ``t(sample, rng) -> sample`` applied to the raw scene plus ``budget_mask``,
             e.g. :func:`pcseg.data.transforms.build_transforms`.
-        budget: a :class:`Budget` or its directory; None trains on every labelled point.
+        budget: a :class:`Budget` or its directory; None trains on every labelled point. The
+            budget's points are trained on with the reader's labels, or with the budget's own for
+            kind ``annotated`` (scans without labels work).
         feature_keys: per-point arrays concatenated (in order) into the input features.
         ignore_index: label of unlabelled points.
         voxel_reduce: how point features become voxel features (``"mean"`` or ``"first"``).
@@ -94,13 +96,18 @@ class SegmentationDataset(torch.utils.data.Dataset):
         return self.reader.scenes[index % len(self.reader.scenes)]
 
     def load_scene(self, index: int) -> Sample:
-        """The raw scene of item ``index`` plus ``budget_mask`` (N,) bool, before transforms."""
+        """The raw scene of item ``index`` plus ``budget_mask`` (N,) bool, before transforms.
+
+        With a budget that carries labels (kind ``annotated``) ``segment`` (N,) int64 holds those
+        labels at the budget's points (:meth:`Budget.labelled_segment`): they are what is trained on.
+        """
         scene = self.reader.load(self.scene_name(index))
         segment = scene["segment"]
         if self.budget is None:
             scene["budget_mask"] = segment != self.ignore_index
         else:
             scene["budget_mask"] = self.budget.mask(scene["name"], segment)
+            scene["segment"] = self.budget.labelled_segment(scene["name"], segment)
         return scene
 
     def rng(self, index: int) -> np.random.Generator:

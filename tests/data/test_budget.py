@@ -5,6 +5,7 @@ import pytest
 
 from pcseg.data.budget import (
     label_hash, load_budget, make_budget, sample_points_per_scene, scene_filename, write_active_budget,
+    write_annotated_budget,
 )
 
 IGNORE = -100
@@ -137,3 +138,63 @@ def test_argument_errors(tmp_path):
     with pytest.raises(FileNotFoundError, match="manifest.json is missing"):
         load_budget(tmp_path / "nothing")
     assert scene_filename("Area_1/office_1") == "Area_1__office_1.npy"
+
+
+def test_annotated_budget_on_scans_without_labels(tmp_path):
+    unlabelled = ArrayReader({"a": {"segment": np.full(50, IGNORE)}, "b/c": {"segment": np.full(30, IGNORE)}})
+    write_annotated_budget(tmp_path / "n", {"a": np.array([7, 2, 40])}, {"a": np.array([4, 1, 0])},
+                           {"method": "person"}, reader=unlabelled)
+    budget = load_budget(tmp_path / "n")
+    assert budget.kind == "annotated" and budget.amount == 3 and budget.manifest["meta"] == {"method": "person"}
+    assert budget.indices("a").tolist() == [2, 7, 40]
+    assert budget.labels("a").tolist() == [1, 4, 0]  # sorted together with the indices
+    assert budget.indices("b/c").tolist() == [] and budget.labels("b/c").tolist() == []
+    assert np.load(tmp_path / "n" / "a.labels.npy").tolist() == [1, 4, 0]
+    assert (tmp_path / "n" / "b__c.labels.npy").is_file()
+    segment = budget.labelled_segment("a", np.full(50, IGNORE))
+    expected = np.full(50, IGNORE)
+    expected[[2, 7, 40]] = [1, 4, 0]
+    assert segment.dtype == np.int64 and segment.tolist() == expected.tolist()
+    assert budget.mask("a", np.full(50, IGNORE)).sum() == 3  # the all-ignore hash is checked ...
+    with pytest.raises(ValueError, match="labels of scene 'a' do not match"):
+        budget.mask("a", np.full(51, IGNORE))  # ... and pins the number of points
+    with pytest.raises(ValueError, match="labels of scene 'a' do not match"):
+        budget.labelled_segment("a", np.full(49, IGNORE))
+
+
+def test_index_budgets_have_no_labels_and_train_on_the_readers(tmp_path):
+    reader = _reader()
+    budget = make_budget(reader, "points_per_scene", 5, seed=0, out_dir=tmp_path / "b")
+    seg = reader.load("scene0000_00")["segment"]
+    assert budget.labels("scene0000_00") is None
+    assert budget.labelled_segment("scene0000_00", seg).tolist() == seg.tolist()
+
+
+def test_annotated_budget_keeps_the_previous_points_and_refuses_repeats(tmp_path):
+    reader = _reader()
+    previous = make_budget(reader, "points_per_scene", 5, seed=0, out_dir=tmp_path / "p")
+    old = previous.indices("scene0000_00")
+    new = np.setdiff1d(np.arange(4), old)[:1]
+    budget = write_annotated_budget(tmp_path / "n", {"scene0000_00": new}, {"scene0000_00": np.array([6])}, {},
+                                    reader=reader, previous=previous)
+    seg = reader.load("scene0000_00")["segment"]
+    assert budget.indices("scene0000_00").tolist() == sorted([*old.tolist(), int(new[0])])
+    labels = dict(zip(budget.indices("scene0000_00").tolist(), budget.labels("scene0000_00").tolist()))
+    assert labels == {**{int(i): int(seg[i]) for i in old}, int(new[0]): 6}  # the reader's, then the person's
+    assert budget.indices("08/000123").tolist() == previous.indices("08/000123").tolist()
+    with pytest.raises(ValueError, match=r"point\(s\) \[" + str(old[0]) + r"\] given more than once"):
+        write_annotated_budget(tmp_path / "x", {"scene0000_00": old[:1]}, {"scene0000_00": np.array([1])}, {},
+                               reader=reader, previous=previous)
+    with pytest.raises(ValueError, match=r"point\(s\) \[3\] given more than once"):
+        write_annotated_budget(tmp_path / "y", {"scene0000_00": np.array([3, 3])},
+                               {"scene0000_00": np.array([1, 2])}, {}, reader=reader)
+    with pytest.raises(ValueError, match=r"\(K,\) indices and \(K,\) labels, got shapes \(2,\) and \(1,\)"):
+        write_annotated_budget(tmp_path / "z", {"scene0000_00": np.array([3, 4])}, {"scene0000_00": np.array([1])},
+                               {}, reader=reader)
+    with pytest.raises(KeyError, match="labels and indices expected the same scenes"):
+        write_annotated_budget(tmp_path / "w", {"scene0000_00": np.array([3])}, {}, {}, reader=reader)
+    with pytest.raises(IndexError, match=r"expected in \[0, 3000\)"):
+        write_annotated_budget(tmp_path / "v", {"scene0000_00": np.array([3000])},
+                               {"scene0000_00": np.array([1])}, {}, reader=reader)
+    with pytest.raises(ValueError, match="kind 'annotated' holds a person's labels; use write_annotated_budget"):
+        make_budget(reader, "annotated", 1, seed=0, out_dir=tmp_path / "u")

@@ -5,7 +5,9 @@ Budget rules (documented choices):
 - Counts are **totals over all training scenes**: the round's ``count`` new points are ranked
   globally, so an uncertain scene receives more points than a confident one.
 - Only *annotatable* points are candidates: not yet labelled and with a ground-truth label (points
-  the dataset marks ``ignore_index`` cannot be annotated by the simulated oracle).
+  the dataset marks ``ignore_index`` cannot be annotated by the simulated oracle). With
+  ``require_label=False`` every point not yet labelled is a candidate: a person labels scans that
+  have no ground truth (``tools/annotate.py``).
 - ``strategy``: ``"hpal"`` (hierarchical uncertainty + feature-distance suppression),
   ``"margin"`` (``1 - point margin``, no suppression) or ``"random"`` (uniform over the annotatable
   points of all scenes, from a seeded generator).
@@ -38,7 +40,7 @@ from .suppression import MAX_COSINE, RADIUS, suppress
 from .uncertainty import GRIDS, WEIGHTS, hierarchical_uncertainty, margin
 
 __all__ = ["STRATEGIES", "CANDIDATE_FACTOR", "ScenePool", "cumulative_targets", "annotatable", "random_selection",
-           "scene_pool", "merge_pools", "predict_scene", "model_selection"]
+           "scene_pool", "merge_pools", "predict_scene", "predict_raw_scene", "model_selection"]
 
 STRATEGIES = ("hpal", "margin", "random")
 CANDIDATE_FACTOR = 10.0  # M = 10 x the round's count, shared among scenes by size
@@ -62,9 +64,14 @@ def cumulative_targets(total_points: int, total_budget: float, rounds: int, init
     return targets
 
 
-def annotatable(segment: np.ndarray, labelled: np.ndarray, ignore_index: int = IGNORE_INDEX) -> np.ndarray:
-    """(N,) bool: points with a ground-truth label that are not in ``labelled`` ((K,) int64 indices)."""
-    out = np.asarray(segment) != ignore_index
+def annotatable(segment: np.ndarray, labelled: np.ndarray, ignore_index: int = IGNORE_INDEX, *,
+                require_label: bool = True) -> np.ndarray:
+    """(N,) bool: points not in ``labelled`` ((K,) int64 indices) with a ground-truth label in ``segment`` (N,).
+
+    require_label False: every point not in ``labelled`` (scans without ground truth, labelled by a person).
+    """
+    segment = np.asarray(segment)
+    out = segment != ignore_index if require_label else np.ones(len(segment), dtype=bool)
     out[np.asarray(labelled, dtype=np.int64)] = False
     return out
 
@@ -167,15 +174,31 @@ def predict_scene(model: nn.Module, sample: Mapping[str, Any], device: torch.dev
     return probs[batch["inverse"]], features.F.float(), batch["inverse"]
 
 
+def predict_raw_scene(model: nn.Module, dataset: Any, index: int, num_points: int,
+                      device: torch.device) -> tuple[dict[str, Any], Tensor, Tensor, Tensor]:
+    """``dataset[index]`` and :func:`predict_scene` on it; raises unless it holds all ``num_points`` raw points.
+
+    Returns the sample, point probabilities (N, C), voxel features (M, F) and inverse (N,).
+    """
+    sample = dataset[index]
+    n = len(sample["point_labels"])
+    if n != num_points:
+        raise ValueError(f"scene {dataset.reader.scenes[index]!r} has {n} points after the dataset's transforms, "
+                         f"expected its {num_points} raw points (use transforms that keep every point)")
+    return (sample, *predict_scene(model, sample, device))
+
+
 def model_selection(model: nn.Module, dataset: Any, labelled: Mapping[str, np.ndarray], scene_points: Mapping[str, int],
                     count: int, strategy: str, device: torch.device, *, candidate_factor: float = CANDIDATE_FACTOR,
-                    radius: float = RADIUS, max_cosine: float = MAX_COSINE) -> dict[str, np.ndarray]:
+                    radius: float = RADIUS, max_cosine: float = MAX_COSINE,
+                    require_label: bool = True) -> dict[str, np.ndarray]:
     """``count`` new points over the scenes of ``dataset`` chosen by ``strategy`` (``"hpal"`` / ``"margin"``).
 
     dataset: a :class:`~pcseg.data.datasets.SegmentationDataset` without budget whose transforms keep
     every raw point in order (e.g. only ``NormalizeColor``); its samples' ``points`` are read as metres.
     labelled: scene → (K,) int64 already labelled raw indices (never chosen again).
-    scene_points: scene → raw point count, for the per-scene top-M. Returns scene → sorted new indices.
+    scene_points: scene → raw point count, for the per-scene top-M. require_label: see :func:`annotatable`.
+    Returns scene → (K_s,) int64 sorted new indices, ΣK_s = count.
     """
     was_training = model.training
     model.eval()
@@ -183,15 +206,10 @@ def model_selection(model: nn.Module, dataset: Any, labelled: Mapping[str, np.nd
     pools = []
     try:
         for i, scene in enumerate(dataset.reader.scenes):
-            sample = dataset[i]
-            n = len(sample["point_labels"])
-            if n != scene_points[scene]:
-                raise ValueError(f"model_selection: scene {scene!r} has {n} points after the dataset's transforms, "
-                                 f"expected its {scene_points[scene]} raw points (use transforms that keep every "
-                                 f"point)")
-            probs, voxel_feats, inverse = predict_scene(model, sample, device)
+            n = scene_points[scene]
+            sample, probs, voxel_feats, inverse = predict_raw_scene(model, dataset, i, n, device)
             available = annotatable(sample["point_labels"].numpy(), labelled.get(scene, np.zeros(0, np.int64)),
-                                    dataset.ignore_index)
+                                    dataset.ignore_index, require_label=require_label)
             m = math.ceil(candidate_factor * count * n / total)
             pools.append(scene_pool(scene, sample["points"].to(device), probs, voxel_feats, inverse,
                                     torch.from_numpy(available).to(device), m, strategy, radius, max_cosine))
