@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import argparse
 import json
-from dataclasses import replace
+from dataclasses import asdict, replace
 from pathlib import Path
 
 import numpy as np
@@ -32,6 +32,7 @@ from pcseg.methods.ovs.losses import relevancy
 from pcseg.methods.ovs.pipeline import (OVSConfig, build_text_encoder, encode_views, fit_scene, label_points,
                                         labels_from_feature_maps, load_scene, miou, point_features_from_views,
                                         render_labels, to_query_labels)
+from pcseg.utils.atomic import atomic_path
 
 REPO = Path(__file__).resolve().parents[1]
 METRICS = ("view_2d", "view_lifted", "point_2d", "point_lifted", "point_coverage")
@@ -76,14 +77,28 @@ def run_seed(cfg: OVSConfig, seed: int, progress: bool = True) -> dict[str, floa
     }
 
 
+def cached_seed(cfg: OVSConfig, seed: int, path: Path) -> dict[str, float]:
+    """:func:`run_seed`, or its result from ``path`` when that was written with the same config."""
+    config = json.loads(json.dumps(asdict(cfg), default=str))
+    if path.is_file():
+        cached = json.loads(path.read_text())
+        if cached["config"] == config:
+            return cached["result"]
+    result = run_seed(cfg, seed)
+    with atomic_path(path) as tmp:
+        tmp.write_text(json.dumps({"config": config, "result": result}, indent=1))
+    return result
+
+
 def main(argv: list[str] | None = None) -> dict:
     args = parse_args(argv)
     if args.threads:
         torch.set_num_threads(args.threads)
     cfg = load_config(args.config, args.overrides, schema=OVSConfig)
+    args.out.mkdir(parents=True, exist_ok=True)
     per_seed = {}
     for seed in args.seeds:
-        per_seed[seed] = run_seed(cfg, seed)
+        per_seed[seed] = cached_seed(cfg, seed, args.out / f"seed{seed}.json")
         print(f"seed {seed}: " + ", ".join(f"{k} {100 * v:.1f}" for k, v in per_seed[seed].items()), flush=True)
     summary = {}
     for key in METRICS:
@@ -91,7 +106,6 @@ def main(argv: list[str] | None = None) -> dict:
         summary[key] = {"mean": float(values.mean()), "std": float(values.std(ddof=1)) if len(values) > 1 else 0.0}
     results = {"config": str(args.config), "overrides": args.overrides, "seeds": args.seeds,
                "per_seed": {str(s): r for s, r in per_seed.items()}, "summary_percent": summary}
-    args.out.mkdir(parents=True, exist_ok=True)
     (args.out / "results.json").write_text(json.dumps(results, indent=2))
     print("\n| mIoU (%) | per-view 2D | lifted (field) |\n|---|---|---|")
     for where in ("view", "point"):
