@@ -62,10 +62,10 @@ def run_seed(cfg: OVSConfig, seed: int, progress: bool = True) -> dict[str, floa
     field, fit_cfg = fit_scene(scene, train_feats, dino, cfg, progress=progress)
 
     height, width = scene.held_out.images.shape[1:3]
-    view_gt = to_query_labels(scene.held_out.labels, scene.class_names, queries)
+    view_gt = to_query_labels(scene.held_out.labels, scene.class_names, queries, cfg.query_classes)
     point_feats, seen_by = point_features_from_views(scene.points, scene.train, train_feats)
     seen = seen_by > 0
-    point_gt = to_query_labels(scene.point_classes, scene.class_names, queries)[seen]
+    point_gt = to_query_labels(scene.point_classes, scene.class_names, queries, cfg.query_classes)[seen]
     point_2d = relevancy(point_feats[seen], text, temperature)[1]
     q = len(queries)
     return {

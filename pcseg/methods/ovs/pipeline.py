@@ -9,10 +9,16 @@ The ``synthetic`` image encoder stands in for CLIP on synthetic rooms: a pixel's
 text embedding of its true class name, average-pooled over ``patch x patch`` cells (CLIP's coarse
 patches), with a per-view random fraction ``confusion`` of cells replaced by another class's
 embedding and Gaussian ``noise`` added (view-inconsistent errors that lifting can average out).
+
+The ``lseg`` image encoder (:mod:`.lseg`) is a small network trained once, on synthetic rooms of
+other seeds, to map pixels into the text encoder's space from their 2D labels; with the
+sentence_transformer text encoder, free-text queries that are not class names (``couch``) work.
+For evaluation, ``OVSConfig.query_classes`` names the class such a query stands for.
 """
 from __future__ import annotations
 
 import dataclasses
+import math
 from dataclasses import dataclass, replace
 from typing import Literal
 
@@ -22,19 +28,21 @@ from torch import Tensor
 
 from pcseg.data.formats import IGNORE_INDEX
 from pcseg.data.synthetic.indoor import INDOOR_CLASSES, generate_room
-from pcseg.engine.metrics import compute_metrics, confusion_matrix
+from pcseg.engine.metrics import SegmentationMetrics, compute_metrics, confusion_matrix
 
 from .encoders import (CLIPTextEncoder, HashTextEncoder, SentenceTransformerTextEncoder, TextEncoder,
                        clip_image_encoder, dino_image_encoder)
 from .field import RadianceField
 from .fit import FitConfig, fit_field, render_view
 from .losses import relevancy
+from .lseg import LSegImageEncoder, LSegSettings, TextSpace, load_or_train_lseg
 from .multiview import PosedViews, read_3dovs_scene, read_transforms_json, room_cameras, splat_views
 from .rays import generate_rays, project
 
 __all__ = ["DataSection", "FeatureSection", "FieldSection", "OVSConfig", "OVSScene", "load_scene",
-           "build_text_encoder", "encode_views", "synthetic_features", "build_field", "to_query_labels", "fit_scene",
-           "labels_from_feature_maps", "render_labels", "label_points", "point_features_from_views", "miou"]
+           "build_text_encoder", "lseg_settings", "lseg_image_encoder", "encode_views", "synthetic_features",
+           "build_field", "to_query_labels", "fit_scene", "labels_from_feature_maps", "render_labels",
+           "label_points", "point_features_from_views", "miou", "query_ious"]
 
 
 @dataclass(frozen=True)
@@ -56,12 +64,17 @@ class DataSection:
 
 @dataclass(frozen=True)
 class FeatureSection:
-    """2D encoders: ``image_encoder`` synthetic (see module docstring) or clip (``clip_path``);
-    optional DINO (``dino_path``) for the correlation loss; ``text_encoder`` hash (random vectors),
-    sentence_transformer (optional extra) — both only with the synthetic image encoder — or clip
-    (the text tower of ``clip_path`` with CLIP's BPE merges file ``clip_merges``)."""
+    """2D encoders: ``image_encoder`` synthetic (see module docstring), clip (``clip_path``) or
+    lseg (:mod:`.lseg`: trained on ``lseg_rooms`` synthetic rooms of seeds 1000+, ``lseg_views``
+    views each, for ``lseg_epochs`` epochs, at the size and field of view of the encoded views,
+    cached in ``lseg_checkpoint``; a checkpoint trained with other settings or another text
+    encoder raises :class:`~pcseg.methods.ovs.lseg.LSegMismatchError` — delete it or choose
+    another path to retrain); optional DINO (``dino_path``) for the correlation loss;
+    ``text_encoder`` hash (random vectors), sentence_transformer (optional extra) — both only with
+    the synthetic or lseg image encoders — or clip (the text tower of ``clip_path`` with CLIP's BPE
+    merges file ``clip_merges``)."""
 
-    image_encoder: Literal["synthetic", "clip"] = "synthetic"
+    image_encoder: Literal["synthetic", "clip", "lseg"] = "synthetic"
     clip_path: str = ""
     clip_activation: Literal["quick_gelu", "gelu"] = "quick_gelu"
     dino_path: str = ""
@@ -72,6 +85,10 @@ class FeatureSection:
     noise: float = 0.3
     confusion: float = 0.3
     temperature: float = 0.1
+    lseg_checkpoint: str = "work_dirs/ovs/lseg.pt"
+    lseg_rooms: int = 24
+    lseg_views: int = 16
+    lseg_epochs: int = 20
 
 
 @dataclass(frozen=True)
@@ -90,13 +107,18 @@ class FieldSection:
 
 @dataclass(frozen=True)
 class OVSConfig:
-    """A ``configs/ovs/*.yaml`` file (loaded with ``load_config(path, schema=OVSConfig)``)."""
+    """A ``configs/ovs/*.yaml`` file (loaded with ``load_config(path, schema=OVSConfig)``).
+
+    ``query_classes``: ``[query, class name]`` pairs for queries that are not class names of the
+    scene (synonyms such as ``[couch, sofa]``), so that their ground truth is known; pairs whose
+    query is not asked are ignored (see :func:`to_query_labels`)."""
 
     data: DataSection = dataclasses.field(default_factory=DataSection)
     features: FeatureSection = dataclasses.field(default_factory=FeatureSection)
     field: FieldSection = dataclasses.field(default_factory=FieldSection)
     fit: FitConfig = dataclasses.field(default_factory=FitConfig)
     queries: tuple[str, ...] = ()
+    query_classes: tuple[tuple[str, str], ...] = ()
     seed: int = 0
     work_dir: str = ""
 
@@ -150,7 +172,12 @@ def load_scene(cfg: DataSection, padding: float = 0.1) -> OVSScene:
 
 
 def build_text_encoder(cfg: FeatureSection, seed: int = 0) -> TextEncoder:
-    """The configured text encoder (``hash`` needs nothing installed)."""
+    """The configured text encoder (``hash`` needs nothing installed).
+
+    With the lseg image encoder, trained once for all seeds, the hash vectors use seed 0 whatever
+    ``seed``; they carry no meaning, so only queries that are exact class names of
+    ``INDOOR_CLASSES`` are meaningful then. sentence_transformer is lseg's intended pairing:
+    queries near a class name in its space (``couch`` ≈ ``sofa``) find that class."""
     if (cfg.image_encoder == "clip") != (cfg.text_encoder == "clip"):
         raise ValueError(f"features: image_encoder {cfg.image_encoder!r} and text_encoder {cfg.text_encoder!r} do not "
                          "share an embedding space; CLIP image features need text_encoder 'clip' and vice versa")
@@ -158,7 +185,28 @@ def build_text_encoder(cfg: FeatureSection, seed: int = 0) -> TextEncoder:
         return CLIPTextEncoder(cfg.clip_path, cfg.clip_merges, cfg.clip_activation)
     if cfg.text_encoder == "sentence_transformer":
         return SentenceTransformerTextEncoder()
-    return HashTextEncoder(cfg.text_dim, seed)
+    return HashTextEncoder(cfg.text_dim, 0 if cfg.image_encoder == "lseg" else seed)
+
+
+def lseg_settings(cfg: FeatureSection, views: PosedViews) -> LSegSettings:
+    """Training settings of the lseg encoder for views like ``views``: their size and (from
+    ``K``) horizontal field of view, rounded to 1e-4 degrees; the rest from ``cfg`` and defaults."""
+    height, width = views.images.shape[1:3]
+    fov_deg = round(math.degrees(2 * math.atan(0.5 * width / float(views.K[0, 0, 0]))), 4)
+    return LSegSettings(rooms=cfg.lseg_rooms, views_per_room=cfg.lseg_views, epochs=cfg.lseg_epochs,
+                        height=height, width=width, fov_deg=fov_deg)
+
+
+def lseg_image_encoder(cfg: FeatureSection, views: PosedViews, text_encoder: TextEncoder | None = None,
+                       progress: bool = False) -> LSegImageEncoder:
+    """The lseg encoder for views like ``views``, loaded from ``cfg.lseg_checkpoint`` or trained
+    (and saved there) against the embeddings of the ``INDOOR_CLASSES`` names by ``text_encoder``
+    (default: :func:`build_text_encoder`)."""
+    text_encoder = text_encoder or build_text_encoder(cfg)
+    names = tuple(c.name for c in INDOOR_CLASSES)
+    encoder_name = f"hash(dim={cfg.text_dim})" if cfg.text_encoder == "hash" else cfg.text_encoder
+    space = TextSpace(encoder_name, names, text_encoder(list(names)))
+    return load_or_train_lseg(cfg.lseg_checkpoint, lseg_settings(cfg, views), space, progress)
 
 
 def synthetic_features(labels: Tensor, class_embeddings: Tensor, cfg: FeatureSection, seed: int) -> Tensor:
@@ -176,16 +224,19 @@ def synthetic_features(labels: Tensor, class_embeddings: Tensor, cfg: FeatureSec
     return cells + cfg.noise * torch.randn(cells.shape, generator=g) / d ** 0.5
 
 
-def encode_views(views: PosedViews, class_embeddings: Tensor | None, cfg: FeatureSection,
-                 seed: int) -> tuple[Tensor, Tensor | None]:
+def encode_views(views: PosedViews, class_embeddings: Tensor | None, cfg: FeatureSection, seed: int,
+                 text_encoder: TextEncoder | None = None, progress: bool = False) -> tuple[Tensor, Tensor | None]:
     """2D feature maps (V, C, h, w) of the views and DINO maps (V, C', h', w') or None;
-    ``class_embeddings`` (C, D) feed the synthetic encoder only."""
+    ``class_embeddings`` (C, D) feed the synthetic encoder only; ``text_encoder`` (default: built
+    from ``cfg``) and ``progress`` serve lseg training when its checkpoint does not exist yet."""
     images = views.images.permute(0, 3, 1, 2)
     if cfg.image_encoder == "synthetic":
         if views.labels is None or class_embeddings is None:
             raise ValueError("features.image_encoder: 'synthetic' needs label maps and class names "
                              "(data.source synthetic_room)")
         features = synthetic_features(views.labels, class_embeddings, cfg, seed)
+    elif cfg.image_encoder == "lseg":
+        features = lseg_image_encoder(cfg, views, text_encoder, progress)(images)
     else:
         features = clip_image_encoder(cfg.clip_path, cfg.clip_activation)(images)
     dino = dino_image_encoder(cfg.dino_path)(images) if cfg.dino_path else None
@@ -197,9 +248,19 @@ def build_field(scene: OVSScene, feature_dim: int, cfg: FieldSection, seed: int)
                          cfg.appearance_dim, feature_dim, cfg.hidden, cfg.density_shift, seed)
 
 
-def to_query_labels(labels: Tensor, class_names: tuple[str, ...], queries: tuple[str, ...]) -> Tensor:
-    """Ground-truth class ids (any shape) → query indices; classes not queried become ``IGNORE_INDEX``."""
-    mapping = torch.tensor([queries.index(c) if c in queries else IGNORE_INDEX for c in class_names] + [IGNORE_INDEX],
+def to_query_labels(labels: Tensor, class_names: tuple[str, ...], queries: tuple[str, ...],
+                    query_classes: tuple[tuple[str, str], ...] = ()) -> Tensor:
+    """Ground-truth class ids (any shape) → query indices; classes not queried become ``IGNORE_INDEX``.
+
+    A query stands for the class of the same name, or for the class ``query_classes`` pairs it
+    with (``("couch", "sofa")``); pairs of queries not asked are ignored. When two queries stand
+    for one class, the first wins. Raises ValueError for a pair naming an unknown class."""
+    aliases = dict(query_classes)
+    unknown = [c for q, c in query_classes if q in queries and c not in class_names]
+    if unknown:
+        raise ValueError(f"query_classes: {unknown[0]!r} is no class of the scene; known: {', '.join(class_names)}")
+    targets = [aliases.get(q, q) for q in queries]
+    mapping = torch.tensor([targets.index(c) if c in targets else IGNORE_INDEX for c in class_names] + [IGNORE_INDEX],
                            dtype=torch.long)
     return mapping[torch.where(labels >= 0, labels, torch.full_like(labels, len(class_names)))]
 
@@ -262,7 +323,15 @@ def point_features_from_views(points: Tensor, views: PosedViews, features: Tenso
     return total / count.clamp(min=1), count[:, 0].long()
 
 
+def _metrics(pred: Tensor, target: Tensor, num_classes: int) -> SegmentationMetrics:
+    return compute_metrics(confusion_matrix(pred.reshape(-1), target.reshape(-1), num_classes))
+
+
 def miou(pred: Tensor, target: Tensor, num_classes: int) -> float:
     """Mean IoU (0..1) over classes present in ``target`` or ``pred``; ``target`` may hold IGNORE_INDEX."""
-    metrics = compute_metrics(confusion_matrix(pred.reshape(-1), target.reshape(-1), num_classes))
-    return float(metrics.miou)
+    return float(_metrics(pred, target, num_classes).miou)
+
+
+def query_ious(pred: Tensor, target: Tensor, queries: tuple[str, ...]) -> dict[str, float | None]:
+    """IoU (0..1) of each query's label (None where neither predicted nor in ``target``)."""
+    return _metrics(pred, target, len(queries)).as_dict(list(queries))["iou"]
