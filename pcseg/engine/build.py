@@ -19,6 +19,7 @@ from pcseg.data.datasets import DATASETS  # the module whose import registers th
 from pcseg.data import views as _views  # noqa: F401  (registers the TwoViews wrapper)
 from pcseg.data import lidar_camera as _lidar_camera  # noqa: F401  (registers the LidarCamera wrapper)
 from pcseg.models import build_model
+from pcseg.utils.memory import limit_heap_fragmentation
 
 from .checkpoint import load_checkpoint
 from .config import Config, ConfigError, SplitConfig, TrainConfig, thaw
@@ -49,7 +50,9 @@ def setup_runtime(cfg: Config) -> Runtime:
     """Join the process group (if launched by torchrun), pick the device, set determinism and seeds.
 
     Each rank seeds its generators with ``cfg.seed + rank``; DDP copies rank 0's initial weights.
+    On glibc the heap's mmap threshold is fixed (:func:`pcseg.utils.memory.limit_heap_fragmentation`).
     """
+    limit_heap_fragmentation()
     dist = init_distributed(cfg.device)
     device = resolve_device(cfg.device, dist)
     set_deterministic(cfg.deterministic)
