@@ -14,9 +14,10 @@ from .field import RadianceField
 from .fit import FitConfig, fit_field, render_view
 from .losses import relevancy
 from .lseg import LSegImageEncoder, LSegSettings, load_or_train_lseg, train_lseg
-from .multiview import PosedViews, read_3dovs_scene, read_transforms_json, splat_views
+from .multiview import PosedViews, read_3dovs_scene, read_scannet_frames, read_transforms_json, splat_views
 from .rays import generate_rays, look_at, project
 
 __all__ = ["ImageEncoder", "TextEncoder", "load_vit", "RadianceField", "FitConfig", "fit_field", "render_view",
            "relevancy", "LSegImageEncoder", "LSegSettings", "train_lseg", "load_or_train_lseg", "PosedViews",
-           "read_3dovs_scene", "read_transforms_json", "splat_views", "generate_rays", "look_at", "project"]
+           "read_3dovs_scene", "read_transforms_json", "read_scannet_frames", "splat_views", "generate_rays", "look_at",
+           "project"]

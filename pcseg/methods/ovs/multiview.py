@@ -21,10 +21,29 @@ centres at integer coordinates).
 - :func:`read_transforms_json`: the NeRF / instant-ngp ``transforms.json`` layout
   (``frames[i].file_path``, ``frames[i].transform_matrix`` camera-to-world in OpenGL axes
   (x right, y up, z backwards); intrinsics ``fl_x, fl_y, cx, cy`` or ``camera_angle_x``).
+- :func:`read_scannet_frames`: one ScanNet scene's posed RGB-D frames as exported by ScanNet's
+  SensReader (``reader.py --export_color_images --export_depth_images --export_poses
+  --export_intrinsics``), plus the optional extracted ``<scene>_2d-label-filt.zip``::
+
+      scene/color/<i>.jpg                    RGB frames (1296x968), i = integer frame id
+      scene/depth/<i>.png                    uint16 depth in mm (640x480), 0 = unknown
+      scene/pose/<i>.txt                     4x4 camera-to-world, OpenCV axes; -inf = tracking lost
+      scene/intrinsic/intrinsic_color.txt    4x4, K of the colour camera in the top-left 3x3
+      scene/intrinsic/intrinsic_depth.txt    4x4, K of the depth camera
+      scene/label-filt/<i>.png               optional uint16 ScanNet raw label ids, mapped through
+                                             ``scannetv2-labels.combined.tsv`` (found beside the scene,
+                                             or given; ``label_map="nyu40"`` for NYU40-id pngs)
+
+  Frames are sorted by integer id (9 before 10). Both K files are taken in this module's
+  convention (integer pixel centres). The depth camera is assumed to share the colour camera's
+  centre and orientation (ScanNet registers them), so each output pixel takes, by nearest
+  neighbour, the depth pixel on the same ray through the depth intrinsics.
 """
 from __future__ import annotations
 
+import csv
 import json
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -35,10 +54,13 @@ from PIL import Image
 from torch import Tensor
 
 from pcseg.data.formats import IGNORE_INDEX
+from pcseg.data.formats._common import remap_labels
+from pcseg.data.formats.scannet import SCANNET20_CLASS_NAMES, SCANNET20_NYU40_IDS, nyu40_to_scannet20
 
 from .rays import look_at, project
 
-__all__ = ["PosedViews", "room_cameras", "splat_views", "read_3dovs_scene", "read_transforms_json"]
+__all__ = ["PosedViews", "room_cameras", "splat_views", "read_3dovs_scene", "read_transforms_json",
+           "read_scannet_frames"]
 
 _IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg")
 
@@ -249,3 +271,200 @@ def read_transforms_json(path: str | Path) -> PosedViews:
     K = torch.tensor([[fx, 0.0, cx], [0.0, fy, cy], [0.0, 0.0, 1.0]], dtype=torch.float32).expand(len(files), 3, 3)
     return PosedViews(torch.from_numpy(images), K.clone(), torch.as_tensor(c2w, dtype=torch.float32),
                       [f.stem for f in files])
+
+
+_NEAR_FAR_MARGIN = 0.2
+"""near = (1 - m) * 5th percentile, far = (1 + m) * 95th percentile of the valid depths."""
+
+
+def _read_matrix(path: Path, what: str) -> np.ndarray:
+    """A 4x4 float64 matrix from a whitespace-separated text file; errors name the file."""
+    if not path.is_file():
+        raise FileNotFoundError(f"{path}: missing ({what}, a 4x4 matrix)")
+    try:
+        mat = np.loadtxt(path, dtype=np.float64, ndmin=2)
+    except ValueError as err:
+        raise ValueError(f"{path}: {what}: expected a 4x4 matrix of numbers ({err})") from None
+    if mat.shape != (4, 4):
+        raise ValueError(f"{path}: {what}: expected a 4x4 matrix, got shape {mat.shape}")
+    return mat
+
+
+def _scale_intrinsics(K: np.ndarray, sx: float, sy: float) -> np.ndarray:
+    """(3, 3) K for an image resized by (sx, sy), integer pixel centres before and after:
+    continuous coordinates (centres at +0.5) scale, so ``c' = s (c + 0.5) - 0.5``."""
+    out = K[:3, :3].astype(np.float64).copy()
+    out[0, 0], out[0, 1], out[1, 1] = K[0, 0] * sx, K[0, 1] * sx, K[1, 1] * sy
+    out[0, 2], out[1, 2] = sx * (K[0, 2] + 0.5) - 0.5, sy * (K[1, 2] + 0.5) - 0.5
+    return out
+
+
+def _read_depth_mm(path: Path) -> np.ndarray:
+    """(h, w) float32 metres from a 16-bit millimetre png (0 stays 0 = unknown)."""
+    if not path.is_file():
+        raise FileNotFoundError(f"{path}: missing (16-bit depth png in mm for the colour frame of the same id)")
+    with Image.open(path) as im:
+        if im.mode not in ("I;16", "I;16B", "I;16L", "I"):
+            raise ValueError(f"{path}: expected a 16-bit depth png (millimetres), got PIL mode {im.mode!r}")
+        return np.asarray(im, dtype=np.float32) / 1000.0
+
+
+def _depth_lookup(K_out: np.ndarray, K_depth: np.ndarray, size: tuple[int, int],
+                  depth_size: tuple[int, int]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """For each output pixel (H, W): the nearest depth pixel on the same ray (row, col int64) and
+    whether it lies inside the depth image (bool)."""
+    height, width = size
+    u = (np.arange(width) - K_out[0, 2]) / K_out[0, 0] * K_depth[0, 0] + K_depth[0, 2]
+    v = (np.arange(height) - K_out[1, 2]) / K_out[1, 1] * K_depth[1, 1] + K_depth[1, 2]
+    col, row = np.floor(u + 0.5).astype(np.int64), np.floor(v + 0.5).astype(np.int64)
+    inside = ((row >= 0) & (row < depth_size[0]))[:, None] & ((col >= 0) & (col < depth_size[1]))[None, :]
+    rows = np.broadcast_to(row.clip(0, depth_size[0] - 1)[:, None], size)
+    cols = np.broadcast_to(col.clip(0, depth_size[1] - 1)[None, :], size)
+    return rows, cols, inside
+
+
+def _nearest_resize(array: np.ndarray, size: tuple[int, int]) -> np.ndarray:
+    """(h, w) array → (H, W) by nearest neighbour in continuous coordinates (pixel centres at +0.5)."""
+    rows = np.minimum(((np.arange(size[0]) + 0.5) * array.shape[0] / size[0]).astype(np.int64), array.shape[0] - 1)
+    cols = np.minimum(((np.arange(size[1]) + 0.5) * array.shape[1] / size[1]).astype(np.int64), array.shape[1] - 1)
+    return array[rows[:, None], cols[None, :]]
+
+
+LABEL_MAP_NAME = "scannetv2-labels.combined.tsv"
+
+
+def _raw_to_scannet20(label_map: Path) -> dict[int, int]:
+    """ScanNet raw label id → ScanNet-20 train id from ``scannetv2-labels.combined.tsv``
+    (columns ``id`` and ``nyu40id``); 0 (unannotated) → ``IGNORE_INDEX``."""
+    if not label_map.is_file():
+        raise FileNotFoundError(f"{label_map}: missing (scannetv2-labels.combined.tsv with columns id, nyu40id)")
+    with label_map.open(newline="") as fh:
+        rows = list(csv.DictReader(fh, delimiter="\t"))
+    if not rows or not {"id", "nyu40id"} <= set(rows[0]):
+        raise ValueError(f"{label_map}: expected a tab-separated table with columns 'id' and 'nyu40id'")
+    mapping = {0: IGNORE_INDEX}
+    for row in rows:
+        nyu = int(row["nyu40id"]) if row["nyu40id"].strip() else 0
+        mapping[int(row["id"])] = SCANNET20_NYU40_IDS.index(nyu) if nyu in SCANNET20_NYU40_IDS else IGNORE_INDEX
+    return mapping
+
+
+def _frame_files(color_dir: Path) -> list[tuple[int, Path]]:
+    """(frame id, colour file) pairs sorted by integer id."""
+    files = [p for p in color_dir.iterdir() if p.suffix.lower() in _IMAGE_SUFFIXES] if color_dir.is_dir() else []
+    if not files:
+        raise FileNotFoundError(f"{color_dir}: expected colour frames <id>.jpg, found none")
+    bad = [p.name for p in files if not p.stem.isdigit()]
+    if bad:
+        raise ValueError(f"{color_dir}: expected colour frames named <integer id>.jpg, got {bad[:5]}")
+    return sorted((int(p.stem), p) for p in files)
+
+
+def _find_label_map(root: Path, label_dir: Path) -> Path:
+    """``scannetv2-labels.combined.tsv`` in ``root``, its parent or grandparent (a download's top level)."""
+    candidates = [d / LABEL_MAP_NAME for d in (root, root.parent, root.parent.parent)]
+    found = next((c for c in candidates if c.is_file()), None)
+    if found is None:
+        raise FileNotFoundError(f"{label_dir}: label pngs need {LABEL_MAP_NAME} to map ScanNet raw ids (looked in "
+                                f"{', '.join(str(c.parent) for c in candidates)}); pass label_map=<path to it>, or "
+                                f"label_map='nyu40' if the pngs hold NYU40 ids")
+    return found
+
+
+def read_scannet_frames(root: str | Path, frame_skip: int = 1, image_size: tuple[int, int] | None = None,
+                        label_map: str | Path | None = None) -> PosedViews:
+    """Read one ScanNet scene's exported RGB-D frames (layout in the module docstring).
+
+    Args:
+        root: the scene folder holding ``color/``, ``depth/``, ``pose/``, ``intrinsic/``
+            (and optionally ``label-filt/``).
+        frame_skip: keep every ``frame_skip``-th frame of the id-sorted colour frames (before frames
+            with a non-finite pose are dropped, so the kept ids do not shift).
+        image_size: output ``(H, W)``; default the depth frames' size (640x480 in ScanNet).
+        label_map: how the label pngs' ids are read: the path of ``scannetv2-labels.combined.tsv``
+            (ScanNet raw ids, what ``label-filt`` holds in a download); ``"nyu40"`` (the pngs hold
+            NYU40 ids); None looks for the tsv in ``root``, its parent and grandparent and raises
+            FileNotFoundError if none is there (never a silent guess). Either way the ids become the
+            20 benchmark classes (:data:`~pcseg.data.formats.scannet.SCANNET20_CLASS_NAMES`), other
+            ids ``IGNORE_INDEX``.
+
+    Returns:
+        :class:`PosedViews`: images (V, H, W, 3) float32 (bilinear resize); K (V, 3, 3) the colour
+        intrinsics scaled to (H, W); c2w (V, 4, 4); names the frame ids; depth (V, H, W) float32
+        metres (nearest, 0 = unknown); labels (V, H, W) int64 (nearest) or None without
+        ``label-filt/``; class_names the 20 ScanNet classes; near_far from the valid depths:
+        ``(0.8 * 5th percentile, 1.2 * 95th percentile)``.
+
+    Frames whose pose is not finite (ScanNet writes ``-inf`` where tracking was lost) are dropped
+    with a warning naming them. Missing or malformed files raise errors naming the file.
+    """
+    root = Path(root)
+    if frame_skip < 1:
+        raise ValueError(f"read_scannet_frames: frame_skip expected >= 1, got {frame_skip}")
+    frames = _frame_files(root / "color")[::frame_skip]
+    K_color = _read_matrix(root / "intrinsic" / "intrinsic_color.txt", "colour intrinsics")
+    K_depth = _read_matrix(root / "intrinsic" / "intrinsic_depth.txt", "depth intrinsics")
+    poses, lost = [], []
+    for i, color_file in frames:
+        pose_file = root / "pose" / f"{i}.txt"
+        if not pose_file.is_file():
+            raise FileNotFoundError(f"{pose_file}: missing (4x4 camera-to-world pose of {color_file})")
+        pose = _read_matrix(pose_file, "camera-to-world pose")
+        (poses if np.isfinite(pose).all() else lost).append((i, color_file, pose_file, pose))
+    if lost:
+        warnings.warn(f"{root / 'pose'}: dropped {len(lost)} of {len(frames)} frames whose pose is not finite "
+                      f"(tracking lost): {', '.join(p.name for _, _, p, _ in lost)}", stacklevel=2)
+    if not poses:
+        raise ValueError(f"{root / 'pose'}: no frame has a finite pose ({len(frames)} read)")
+
+    first_depth = _read_depth_mm(root / "depth" / f"{poses[0][0]}.png")
+    size = tuple(image_size) if image_size is not None else first_depth.shape
+    if len(size) != 2 or min(size) < 1:
+        raise ValueError(f"read_scannet_frames: image_size expected (H, W) > 0, got {image_size}")
+    height, width = int(size[0]), int(size[1])
+    label_dir = root / "label-filt"
+    images, depths, raw_labels, color_size = [], [], [], None
+    for i, color_file, _, _ in poses:
+        with Image.open(color_file) as im:
+            if color_size is None:
+                color_size = im.size
+            elif im.size != color_size:
+                raise ValueError(f"{color_file}: expected {color_size[0]}x{color_size[1]} like the first colour "
+                                 f"frame (one intrinsic_color.txt), got {im.size[0]}x{im.size[1]}")
+            rgb = im.convert("RGB").resize((width, height), Image.BILINEAR)
+        images.append(np.asarray(rgb, dtype=np.float32) / 255.0)
+        depths.append(first_depth if not depths else _read_depth_mm(root / "depth" / f"{i}.png"))
+        if label_dir.is_dir():
+            label_file = label_dir / f"{i}.png"
+            if not label_file.is_file():
+                raise FileNotFoundError(f"{label_file}: missing (uint16 label png of {color_file})")
+            with Image.open(label_file) as im:
+                raw_labels.append(_nearest_resize(np.asarray(im, dtype=np.int64), (height, width)))
+    K = _scale_intrinsics(K_color, width / color_size[0], height / color_size[1])
+
+    depth_out = np.zeros((len(poses), height, width), dtype=np.float32)
+    for v, (d, (i, _, _, _)) in enumerate(zip(depths, poses)):
+        if d.shape != first_depth.shape:
+            raise ValueError(f"{root / 'depth' / f'{i}.png'}: expected {first_depth.shape[1]}x{first_depth.shape[0]} "
+                             f"like the first depth frame (one intrinsic_depth.txt), got {d.shape[1]}x{d.shape[0]}")
+        rows, cols, inside = _depth_lookup(K, K_depth, (height, width), d.shape)
+        depth_out[v] = np.where(inside, d[rows, cols], 0.0)
+    valid = depth_out[depth_out > 0]
+    if valid.size == 0:
+        raise ValueError(f"{root / 'depth'}: no valid (non-zero) depth in the {len(poses)} frames read")
+    p5, p95 = np.percentile(valid, [5, 95])
+    near_far = (float((1 - _NEAR_FAR_MARGIN) * p5), float((1 + _NEAR_FAR_MARGIN) * p95))
+
+    labels = None
+    if raw_labels:
+        stacked = np.stack(raw_labels)
+        if label_map == "nyu40":
+            mapped, _ = nyu40_to_scannet20(stacked.reshape(-1), str(label_dir))
+        else:
+            tsv = Path(label_map) if label_map is not None else _find_label_map(root, label_dir)
+            mapped, _ = remap_labels(stacked.reshape(-1), _raw_to_scannet20(tsv), str(label_dir), "label")
+        labels = torch.from_numpy(mapped.reshape(stacked.shape))
+    c2w = torch.as_tensor(np.stack([pose for _, _, _, pose in poses]), dtype=torch.float32)
+    K_all = torch.as_tensor(K, dtype=torch.float32).expand(len(poses), 3, 3).clone()
+    return PosedViews(torch.from_numpy(np.stack(images)), K_all, c2w, [str(i) for i, _, _, _ in poses], labels,
+                      torch.from_numpy(depth_out), SCANNET20_CLASS_NAMES, near_far)

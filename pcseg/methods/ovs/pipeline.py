@@ -36,7 +36,8 @@ from .field import RadianceField
 from .fit import FitConfig, fit_field, render_view
 from .losses import relevancy
 from .lseg import LSegImageEncoder, LSegSettings, TextSpace, load_or_train_lseg
-from .multiview import PosedViews, read_3dovs_scene, read_transforms_json, room_cameras, splat_views
+from .multiview import (PosedViews, read_3dovs_scene, read_scannet_frames, read_transforms_json, room_cameras,
+                        splat_views)
 from .rays import generate_rays, project
 
 __all__ = ["DataSection", "FeatureSection", "FieldSection", "OVSConfig", "OVSScene", "load_scene",
@@ -48,11 +49,20 @@ __all__ = ["DataSection", "FeatureSection", "FieldSection", "OVSConfig", "OVSSce
 @dataclass(frozen=True)
 class DataSection:
     """Where views come from. ``synthetic_room``: a generated room splatted from ``num_views``
-    cameras; ``3dovs``: a 3D-OVS scene folder ``root``; ``transforms_json``: the file ``root``.
-    The last ``held_out`` views are never fitted (synthetic: extra cameras; real: the annotated views)."""
+    cameras; ``3dovs``: a 3D-OVS scene folder ``root``; ``transforms_json``: the file ``root``;
+    ``scannet_frames``: a ScanNet scene's exported frames under ``root``
+    (:func:`~pcseg.methods.ovs.multiview.read_scannet_frames`: every ``frame_skip``-th frame, resized
+    to ``image_size`` (H, W) or, when null, the depth size; label pngs read as
+    ScanNet raw ids through ``label_map``: the ``scannetv2-labels.combined.tsv`` path, ``nyu40`` (NYU40 ids), or empty to
+    find the tsv beside the scene).
+    The last ``held_out`` views are never fitted (synthetic: extra cameras; scannet_frames: the last
+    ``held_out`` frames; 3dovs / transforms_json: the annotated views, else the last ``held_out``)."""
 
-    source: Literal["synthetic_room", "3dovs", "transforms_json"] = "synthetic_room"
+    source: Literal["synthetic_room", "3dovs", "transforms_json", "scannet_frames"] = "synthetic_room"
     root: str = ""
+    frame_skip: int = 1
+    image_size: tuple[int, int] | None = None
+    label_map: str = ""
     seed: int = 0
     num_points: int = 60_000
     num_views: int = 24
@@ -162,8 +172,15 @@ def load_scene(cfg: DataSection, padding: float = 0.1) -> OVSScene:
                         torch.as_tensor(room.semantic, dtype=torch.long))
     if not cfg.root:
         raise ValueError(f"data.root: required for source {cfg.source!r}")
-    views = read_3dovs_scene(cfg.root) if cfg.source == "3dovs" else read_transforms_json(cfg.root)
-    annotated = [] if views.labels is None else [i for i in range(len(views.names)) if (views.labels[i] >= 0).any()]
+    if cfg.source == "scannet_frames":
+        views = read_scannet_frames(cfg.root, cfg.frame_skip, cfg.image_size, cfg.label_map or None)
+        if not 0 <= cfg.held_out < len(views.names):
+            raise ValueError(f"data.held_out: expected 0 <= held_out < {len(views.names)} (the frames read from "
+                             f"{cfg.root} with frame_skip {cfg.frame_skip}), got {cfg.held_out}")
+        annotated = []
+    else:
+        views = read_3dovs_scene(cfg.root) if cfg.source == "3dovs" else read_transforms_json(cfg.root)
+        annotated = [] if views.labels is None else [i for i in range(len(views.names)) if (views.labels[i] >= 0).any()]
     held = annotated or list(range(len(views.names) - cfg.held_out, len(views.names)))
     train = [i for i in range(len(views.names)) if i not in held]
     near, far = views.near_far or (0.1, 10.0)
