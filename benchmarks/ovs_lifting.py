@@ -57,8 +57,8 @@ def run_seed(cfg: OVSConfig, seed: int, progress: bool = True) -> dict[str, floa
     queries, temperature = cfg.queries or scene.class_names, cfg.features.temperature
     text_encoder = build_text_encoder(cfg.features, seed)
     class_emb, text = text_encoder(list(scene.class_names)), text_encoder(list(queries))
-    train_feats, dino = encode_views(scene.train, class_emb, cfg.features, seed)
-    held_feats, _ = encode_views(scene.held_out, class_emb, cfg.features, seed + 10_000)
+    train_feats, dino = encode_views(scene.train, class_emb, cfg.features, seed, text_encoder)
+    held_feats, _ = encode_views(scene.held_out, class_emb, cfg.features, seed + 10_000, text_encoder)
     field, fit_cfg = fit_scene(scene, train_feats, dino, cfg, progress=progress)
 
     height, width = scene.held_out.images.shape[1:3]
