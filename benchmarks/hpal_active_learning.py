@@ -9,7 +9,8 @@ Steps (each skipped when its output exists, so an interrupted run continues wher
 2. ``tools/active_learn.py --resume`` on ``--config`` (default ``configs/s3dis/hpal_0.07pct.yaml``,
    the HPAL mean-teacher training) for every (strategy, seed), ``--jobs`` processes at a time with
    one thread each, into ``OUT/runs/<strategy>/seed<seed>``: the same round-0 random budget
-   for every strategy of a seed, then ``hpal`` / ``margin`` / ``random`` selection per round;
+   for every strategy of a seed, then ``hpal`` / ``margin`` / ``random`` selection per round, each
+   round trained from scratch or, with ``--warm-start``, from the previous round's model;
 3. each round's point-level val mIoU (``round_k/metrics.json``) → ``OUT/results.json`` and a
    markdown table of mean ± sample std over the seeds per strategy and round on stdout.
 
@@ -58,6 +59,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--model", default="MinkUNet14A")
     parser.add_argument("--voxel-size", type=float, default=0.05)
     parser.add_argument("--jobs", type=int, default=2, help="processes at a time (one thread each)")
+    parser.add_argument("--warm-start", action="store_true",
+                        help="rounds after the first continue from the previous round's model (tools/active_learn.py)")
     parser.add_argument("overrides", nargs="*", help="extra dotted overrides for every run, e.g. train.lr=0.02")
     return parser.parse_args(argv)
 
@@ -82,7 +85,8 @@ def active_learn(args: argparse.Namespace, root: Path, run: Run) -> None:
     """Run (or continue) ``tools/active_learn.py`` for ``run`` with one thread."""
     seconds = run_tool("active_learn.py", ["--config", str(args.config), "--rounds", str(args.rounds),
                                            "--total-budget", str(args.total_budget), "--strategy", run.strategy,
-                                           "--resume", *overrides(args, root, run.seed)], run.work_dir, append=True)
+                                           "--resume", *(["--warm-start"] if args.warm_start else []),
+                                           *overrides(args, root, run.seed)], run.work_dir, append=True)
     last = run.metrics(args.rounds - 1)
     print(f"{run.strategy:7s} seed {run.seed}: final mIoU {100 * last['miou']:.2f} in {seconds:.0f} s", flush=True)
 

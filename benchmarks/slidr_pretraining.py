@@ -7,12 +7,17 @@ The teacher must carry knowledge the 3D network cannot get from LiDAR alone: a s
 (each skipped when its output exists, so an interrupted run continues where it stopped):
 
 1. synthetic SemanticKITTI sequences 00 (train) and 08 (val) with camera images under ``OUT/kitti``;
+   with ``--pool-sequences``, also an unlabelled pre-training pool of other streets under
+   ``OUT/kitti_pool`` (their labels are written but never read: SLidR reads none);
 2. the teacher: street images with 2D labels under ``OUT/images``, trained by ``tools/train.py`` on
    ``configs/image2d/supervised.yaml`` into ``OUT/teacher``;
 3. per seed a 1 % ``ratio`` budget under ``OUT/budgets``;
 4. per seed: SLidR pre-training (``tools/pretrain_slidr.py``, teacher ``SparseImageModel``), then
-   fine-tuning on 1 % labels and a linear probe (frozen backbone, all labels), each from the
-   SLidR backbone (``model.init_from``) and from random init, into ``OUT/runs/<run>/seed<seed>``;
+   fine-tuning on 1 % labels (classifier at ``--head-lr``, the rest at ``--lr``, as SLidR's
+   downstream runs) and a linear probe (frozen backbone, all labels; the backbone's BatchNorm
+   statistics re-estimated on the training sweeps, so that a random backbone's features are not
+   scaled away by its initial statistics), each from the SLidR backbone (``model.init_from``) and
+   from random init, into ``OUT/runs/<run>/seed<seed>``;
 5. the point-level val mIoU after the last epoch → ``OUT/results.json`` and a markdown table
    (mean ± sample std over seeds) on stdout.
 
@@ -46,6 +51,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--teacher-images", type=int, default=64, help="labelled street images for the teacher")
     parser.add_argument("--teacher-epochs", type=int, default=40)
     parser.add_argument("--pretrain-epochs", type=int, default=20)
+    parser.add_argument("--pretrain-lr", type=float, default=0.1)
+    parser.add_argument("--pool-sequences", nargs="*", default=[],
+                        help="pre-train on these extra streets (e.g. 01 02 03 04) instead of sequence 00")
+    parser.add_argument("--lr", type=float, default=0.05, help="fine-tuning learning rate of the backbone")
+    parser.add_argument("--head-lr", type=float, default=None,
+                        help="learning rate of the classifier in fine-tuning and probing (SLidR: 2.0); None = --lr")
     parser.add_argument("--epochs", type=int, default=20, help="fine-tuning and linear-probe epochs")
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     parser.add_argument("--threads", type=int, default=2, help="OMP threads per run")
@@ -58,7 +69,7 @@ def step(tool: str, tool_args: list[str], work_dir: Path, threads: int) -> None:
 
 
 def make_data(args: argparse.Namespace) -> tuple[Path, Path]:
-    """Steps 1-2: the LiDAR + camera data and the image folder of the teacher; returns their roots."""
+    """Steps 1-2: the LiDAR + camera data (and pool) and the teacher's image folder; returns their roots."""
     from pcseg.data.synthetic import make_semantickitti, write_image_folder
     from pcseg.data.synthetic.outdoor import image_size
 
@@ -66,6 +77,10 @@ def make_data(args: argparse.Namespace) -> tuple[Path, Path]:
     if not (kitti / "sequences" / "08" / "times.txt").is_file():
         make_semantickitti(kitti, args.frames, seed=0, sequences=("00", "08"), azimuth_steps=args.azimuth_steps,
                            image_scale=args.image_scale)
+    pool = args.out / "kitti_pool"
+    if args.pool_sequences and not (pool / "sequences" / args.pool_sequences[-1] / "times.txt").is_file():
+        make_semantickitti(pool, args.frames, seed=0, sequences=tuple(args.pool_sequences),
+                           azimuth_steps=args.azimuth_steps, image_scale=args.image_scale)
     if not (images / "val").is_dir():
         write_image_folder(images, args.teacher_images, seed=1, width=image_size(args.image_scale)[0])
     return kitti, images
@@ -81,15 +96,19 @@ def write_configs(args: argparse.Namespace, kitti: Path, teacher: Path) -> dict[
              "log_period": 5}
     configs = {
         "pretrain": {"data": {**data, "name": "LidarCamera", "kwargs": {
-            **data["kwargs"], "dataset": "SemanticKITTI", "superpixel_cache": str(args.out / "superpixels")}},
-            "model": MODEL_3D, "eval": {"period": 0}, "train": {**optim, "epochs": args.pretrain_epochs, "lr": 0.1},
+            **data["kwargs"], "dataset": "SemanticKITTI", "superpixel_cache": str(args.out / "superpixels"),
+            **({"root": str(args.out / "kitti_pool")} if args.pool_sequences else {})}},
+            "model": MODEL_3D, "eval": {"period": 0},
+            "train": {**optim, "epochs": args.pretrain_epochs, "lr": args.pretrain_lr},
             "method": {"name": "SLidR", "temperature": 0.07, "projection_dim": 64,
                        "teacher": {"name": "SparseImageModel", "model": MODEL_2D, "checkpoint": str(teacher)}}},
         "finetune_1pct": {"data": data, "model": MODEL_3D, "eval": {"period": args.epochs},
-                          "train": {**optim, "epochs": args.epochs, "lr": 0.05}},
+                          "method": {"name": "Supervised", "head_lr": args.head_lr},
+                          "train": {**optim, "epochs": args.epochs, "lr": args.lr}},
         "linear_probe": {"data": data, "model": MODEL_3D, "eval": {"period": args.epochs},
-                         "method": {"name": "Supervised", "freeze_backbone": True},
-                         "train": {**optim, "epochs": args.epochs, "lr": 0.05}},
+                         "method": {"name": "Supervised", "freeze_backbone": True, "frozen_bn": False,
+                                    "head_lr": args.head_lr},
+                         "train": {**optim, "epochs": args.epochs, "lr": args.lr}},
     }
     paths = {}
     for name, cfg in configs.items():

@@ -9,7 +9,8 @@ the previous budget's model's choice (:mod:`pcseg.methods.hpal.selection`) until
 is labelled in round ``rounds - 1``. Each round k writes, under ``<work dir>/round_k/``:
 
     budget/        the cumulative label budget of the round (an ``active`` budget, pcseg.data.budget)
-    model_last.pth, log.jsonl, …   the training run (the engine's trainer, from scratch each round)
+    model_last.pth, log.jsonl, …   the training run (the engine's trainer; from scratch each round, or
+                   with ``--warm-start`` from round k-1's ``model_last.pth`` through ``model.init_from``)
     metrics.json   the validation metrics of the final model plus the budget's size
 
 A round is done when its ``budget/manifest.json`` and ``metrics.json`` exist; with ``--resume`` those
@@ -56,15 +57,19 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
     parser.add_argument("--strategy", choices=STRATEGIES, default="hpal", help="selection after round 0")
     parser.add_argument("--work-dir", help="output directory (default: the config's work_dir or work_dirs/<name>)")
     parser.add_argument("--resume", action="store_true", help="reuse finished rounds, continue the interrupted one")
+    parser.add_argument("--warm-start", action="store_true",
+                        help="train rounds after the first from the previous round's last model, not from scratch")
     parser.add_argument("overrides", nargs="*", help="dotted overrides, e.g. train.epochs=3 data.kwargs.root=…")
     return parser.parse_args(argv)
 
 
-def with_budget(cfg: Config, budget: Path) -> Config:
-    """``cfg`` with ``data.budget`` set to ``budget``."""
+def round_config(cfg: Config, budget: Path, init_from: Optional[Path] = None) -> Config:
+    """``cfg`` with ``data.budget`` set to ``budget`` and, if given, ``model.init_from`` to ``init_from``."""
     raw = config_to_dict(cfg)
     raw["data"]["budget"] = str(budget)
-    return config_from_dict(raw, f"round config (data.budget={budget})")
+    if init_from is not None:
+        raw["model"]["init_from"] = str(init_from)
+    return config_from_dict(raw, f"round config (data.budget={budget}, model.init_from={init_from})")
 
 
 def prediction_dataset(cfg: Config) -> Any:
@@ -149,13 +154,16 @@ def merged_indices(previous: Optional[Budget], picks: dict[str, np.ndarray],
     return {s: np.union1d(labelled.get(s, empty), picks.get(s, empty)) for s in scenes}
 
 
-def train_round(cfg: Config, runtime: Runtime, round_dir: Path, budget: Budget) -> dict[str, Any]:
+def train_round(cfg: Config, runtime: Runtime, round_dir: Path, budget: Budget,
+                init_from: Optional[Path] = None) -> dict[str, Any]:
     """Train on ``budget`` into ``round_dir`` (continuing a started run); metrics of the last model.
+
+    init_from: a checkpoint to start from (``model.init_from``) instead of a fresh initialisation.
 
     The trainer's evaluation of the last epoch is used when it ran (it always does with ``eval.period``);
     otherwise ``model_last.pth`` is evaluated here.
     """
-    round_cfg = with_budget(cfg, budget.root)
+    round_cfg = round_config(cfg, budget.root, init_from)
     method = build_method(cfg.method)
     trainer = build_trainer(round_cfg, method, runtime, round_dir)
     with open(round_dir / "config.yaml", "w", encoding="utf-8") as fh:
@@ -167,7 +175,7 @@ def train_round(cfg: Config, runtime: Runtime, round_dir: Path, budget: Budget) 
         names = trainer.validation.evaluator.class_names
     total = budget.manifest["counts"]["total"]
     return {"labelled_points": total["selected"], "labelled_fraction": total["selected"] / total["points"],
-            **metrics.as_dict(names)}
+            "init_from": None if init_from is None else str(init_from), **metrics.as_dict(names)}
 
 
 def write_json(path: Path, data: dict[str, Any]) -> None:
@@ -207,7 +215,8 @@ def run(cfg: Config, runtime: Runtime, work_dir: Path, args: argparse.Namespace)
                                   lambda out: write_active_budget(out, merged, meta, reader=dataset.reader))
         check_budget(budget, round_dir / "budget", targets[k], {**settings, "round": k})
         if not (round_dir / METRICS).is_file():
-            write_json(round_dir / METRICS, {"round": k, **train_round(cfg, runtime, round_dir, budget)})
+            init_from = work_dir / f"round_{k - 1}" / "model_last.pth" if args.warm_start and k > 0 else None
+            write_json(round_dir / METRICS, {"round": k, **train_round(cfg, runtime, round_dir, budget, init_from)})
         records.append(json.loads((round_dir / METRICS).read_text(encoding="utf-8")))
         print(f"round {k}: {records[-1]['labelled_points']} labelled points, mIoU {100 * records[-1]['miou']:.2f}")
     return records

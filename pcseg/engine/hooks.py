@@ -10,7 +10,7 @@ runs in a ``finally``. ``state`` is a :class:`TrainState` snapshot, never shared
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Mapping
+from typing import Any, Mapping, Optional
 
 import torch.nn.functional as F
 from torch import Tensor, nn
@@ -92,12 +92,24 @@ class Supervised(MethodHooks):
     still touches every parameter (so DDP's gradient all-reduce sees them all).
 
     freeze_backbone: linear probing. Only the model's classifier ``model.head`` trains; every other
-    parameter is frozen and every other module kept in eval mode (BatchNorm statistics frozen too).
+    parameter is frozen and every other module kept in eval mode.
+    frozen_bn: with ``freeze_backbone``, whether the backbone's BatchNorm running statistics stay as
+        loaded (True, SLidR's protocol) or are re-estimated on the training data (False: the BatchNorm
+        layers run in train mode, their affine parameters stay frozen). A randomly initialised backbone
+        keeps mean 0 / variance 1 statistics that do not fit its features, so a fair random-init probe
+        needs False.
+    head_lr: learning rate of ``model.head`` in its own optimiser group (SLidR fine-tunes its backbone
+        at 0.05 and the classifier at 2.0); None = ``train.lr`` for every parameter.
     """
 
-    def __init__(self, ignore_index: int = IGNORE_INDEX, freeze_backbone: bool = False) -> None:
+    def __init__(self, ignore_index: int = IGNORE_INDEX, freeze_backbone: bool = False, frozen_bn: bool = True,
+                 head_lr: Optional[float] = None) -> None:
+        if head_lr is not None and head_lr <= 0:
+            raise ValueError(f"Supervised.head_lr: expected > 0 or None, got {head_lr}")
         self.ignore_index = ignore_index
         self.freeze_backbone = freeze_backbone
+        self.frozen_bn = frozen_bn
+        self.head_lr = head_lr
 
     @staticmethod
     def _head(model: nn.Module) -> nn.Module:
@@ -108,15 +120,26 @@ class Supervised(MethodHooks):
         return head
 
     def param_groups(self, model: nn.Module) -> list[dict[str, Any]]:
-        if not self.freeze_backbone:
+        if not self.freeze_backbone and self.head_lr is None:
             return super().param_groups(model)
-        model.requires_grad_(False)
-        head = self._head(model).requires_grad_(True)
-        return [{"params": list(head.parameters())}]
+        head = self._head(model)
+        head_group: dict[str, Any] = {"params": list(head.parameters())}
+        if self.head_lr is not None:
+            head_group["lr"] = self.head_lr
+        if self.freeze_backbone:
+            model.requires_grad_(False)
+            head.requires_grad_(True)
+            return [head_group]
+        in_head = {id(p) for p in head_group["params"]}
+        return [{"params": [p for p in model.parameters() if id(p) not in in_head]}, head_group]
 
     def before_epoch(self, model: nn.Module, state: TrainState) -> None:
         if self.freeze_backbone:  # after the trainer's model.train() and every evaluation's restore
             model.eval()
+            if not self.frozen_bn:
+                for module in model.modules():
+                    if isinstance(module, nn.modules.batchnorm._BatchNorm):
+                        module.train()
             self._head(model).train()
 
     def losses(self, model: nn.Module, batch: Mapping[str, Any], state: TrainState) -> dict[str, Tensor]:

@@ -208,6 +208,35 @@ def test_linear_probe_trains_only_the_classifier_with_frozen_batchnorm():
     assert Supervised().param_groups(model)[0]["params"] == list(model.parameters())
 
 
+def test_linear_probe_can_reestimate_batchnorm_statistics_on_the_training_data():
+    model = build_model({"name": "Res16UNet14A", "in_channels": 1, "num_classes": 4, "D": 3})
+    method = Supervised(freeze_backbone=True, frozen_bn=False)
+    method.param_groups(model)
+    model.train()
+    method.before_epoch(model, STATE)
+    bn = model.stem[1].module
+    assert bn.training and not model.stem[0].training and model.head.training
+    inputs = []
+    bn.register_forward_hook(lambda module, args, out: inputs.append(args[0].detach()))
+    batch = _camera_batch()
+    batch["labels"] = torch.randint(0, 4, (len(batch["coords"]),))
+    method.losses(model, batch, STATE)["ce"].backward()
+    torch.testing.assert_close(bn.running_mean, 0.1 * inputs[0].mean(0))  # momentum 0.1 from mean 0
+    assert bn.weight.grad is None and not bn.weight.requires_grad  # affine parameters stay frozen
+
+
+def test_head_lr_puts_the_classifier_in_its_own_optimiser_group():
+    model = build_model({"name": "Res16UNet14A", "in_channels": 1, "num_classes": 4, "D": 3})
+    trunk, head = Supervised(head_lr=2.0).param_groups(model)
+    assert head == {"params": list(model.head.parameters()), "lr": 2.0} and "lr" not in trunk
+    assert len(trunk["params"]) + 2 == len(list(model.parameters()))
+    assert {id(p) for p in trunk["params"]}.isdisjoint(id(p) for p in head["params"])
+    (probe,) = Supervised(freeze_backbone=True, head_lr=0.5).param_groups(model)
+    assert probe["lr"] == 0.5 and len(probe["params"]) == 2
+    with pytest.raises(ValueError, match="Supervised.head_lr: expected > 0"):
+        Supervised(head_lr=0.0)
+
+
 def test_default_install_does_not_need_torchvision(monkeypatch):
     monkeypatch.setitem(sys.modules, "torchvision", None)
     assert isinstance(teacher_module._resnet50_layout((False, False, False)), ResNet50Trunk)

@@ -51,8 +51,10 @@ def test_two_rounds_resumed_after_the_first(tmp_path):
     main = runpy.run_path(str(REPO / "tools" / "active_learn.py"))["main"]
     with pytest.raises(SystemExit, match="pass --resume"):
         main(["--config", str(config), "--rounds", "2", "--total-budget", "0.02", "--work-dir", str(work)])
-    _active_learn(config, work, 2, "--resume")
+    _active_learn(config, work, 2, "--resume", "--warm-start")
     assert {p: (p.stat().st_mtime_ns, p.read_bytes()) for p in kept} == stamps  # round 0 reused, not redone
+    log = (work / "round_1" / "train.log").read_text()
+    assert f"model.init_from: loaded {first / 'model_last.pth'}; 0 tensors keep their fresh initialisation" in log
 
     b0, b1 = load_budget(first / "budget"), load_budget(work / "round_1" / "budget")
     points = b0.manifest["counts"]["total"]["points"]
@@ -64,6 +66,7 @@ def test_two_rounds_resumed_after_the_first(tmp_path):
     for k in (0, 1):
         metrics = json.loads((work / f"round_{k}" / "metrics.json").read_text())
         assert metrics["round"] == k and 0 <= metrics["miou"] <= 1
+        assert metrics["init_from"] == (None if k == 0 else str(first / "model_last.pth"))
         budget = load_budget(work / f"round_{k}" / "budget")
         assert metrics["labelled_points"] == budget.manifest["counts"]["total"]["selected"]
 
