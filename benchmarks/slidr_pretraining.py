@@ -17,7 +17,8 @@ The teacher must carry knowledge the 3D network cannot get from LiDAR alone: a s
    downstream runs) and a linear probe (frozen backbone, all labels; the backbone's BatchNorm
    statistics re-estimated on the training sweeps, so that a random backbone's features are not
    scaled away by its initial statistics), each from the SLidR backbone (``model.init_from``) and
-   from random init, into ``OUT/runs/<run>/seed<seed>``;
+   from random init, into ``OUT/runs/<run>/seed<seed>``; with ``--lp-ft`` the fine-tuning starts
+   from a linear probe on the 1 % budget (``OUT/runs/probe_1pct_<init>``);
 5. the point-level val mIoU after the last epoch → ``OUT/results.json`` and a markdown table
    (mean ± sample std over seeds) on stdout.
 
@@ -58,6 +59,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--head-lr", type=float, default=None,
                         help="learning rate of the classifier in fine-tuning and probing (SLidR: 2.0); None = --lr")
     parser.add_argument("--epochs", type=int, default=20, help="fine-tuning and linear-probe epochs")
+    parser.add_argument("--lp-ft", action="store_true",
+                        help="fine-tune from a linear probe trained on the same 1 %% budget (LP-FT)")
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     parser.add_argument("--threads", type=int, default=2, help="OMP threads per run")
     return parser.parse_args(argv)
@@ -128,6 +131,30 @@ def make_budget_for(kitti: Path, out: Path, seed: int) -> Path:
     return path
 
 
+def downstream(args: argparse.Namespace, configs: dict[str, Path], seed: int, backbone: Path, budget: Path) -> None:
+    """Step 4's downstream runs of one seed from each init, into ``OUT/runs/<run>_<init>/seed<seed>``.
+
+    With ``--lp-ft`` the fine-tuning starts from a linear probe trained on the same 1 % budget
+    (``probe_1pct``: frozen backbone, head only), i.e. linear probing then fine-tuning.
+    """
+    for init in INITS:
+        init_from = backbone if init == "slidr" else None
+        probe = args.out / "runs" / f"probe_1pct_{init}" / f"seed{seed}"
+        runs = [("linear_probe", "linear_probe", None, init_from)]
+        if args.lp_ft:
+            runs += [("probe_1pct", "linear_probe", budget, init_from),
+                     ("finetune_1pct", "finetune_1pct", budget, probe / "model_last.pth")]
+        else:
+            runs += [("finetune_1pct", "finetune_1pct", budget, init_from)]
+        for run, config, run_budget, start in runs:
+            work_dir = args.out / "runs" / f"{run}_{init}" / f"seed{seed}"
+            if final_miou(work_dir) is not None:
+                continue
+            overrides = [f"seed={seed}"] + ([f"data.budget={run_budget}"] if run_budget else []) \
+                + ([f"model.init_from={start}"] if start else [])
+            step("train.py", ["--config", str(configs[config]), *overrides], work_dir, args.threads)
+
+
 def table(args: argparse.Namespace) -> tuple[str, dict]:
     """Markdown table of mean ± sample std (per-seed values) of the final val mIoU in %."""
     results = {f"{run}/{init}": {seed: final_miou(args.out / "runs" / f"{run}_{init}" / f"seed{seed}")
@@ -160,15 +187,7 @@ def main(argv: list[str] | None = None) -> None:
         pre_dir = args.out / "runs" / "pretrain" / f"seed{seed}"
         if not (pre_dir / "backbone.pth").is_file():
             step("pretrain_slidr.py", ["--config", str(configs["pretrain"]), f"seed={seed}"], pre_dir, args.threads)
-        budget = make_budget_for(kitti, args.out, seed)
-        for run in DOWNSTREAM:
-            for init in INITS:
-                work_dir = args.out / "runs" / f"{run}_{init}" / f"seed{seed}"
-                if final_miou(work_dir) is not None:
-                    continue
-                overrides = [f"seed={seed}"] + ([f"data.budget={budget}"] if run == "finetune_1pct" else []) \
-                    + ([f"model.init_from={pre_dir / 'backbone.pth'}"] if init == "slidr" else [])
-                step("train.py", ["--config", str(configs[run]), *overrides], work_dir, args.threads)
+        downstream(args, configs, seed, pre_dir / "backbone.pth", make_budget_for(kitti, args.out, seed))
     text, results = table(args)
     save_summary(args.out, args, start, results, text, teacher_miou=final_miou(teacher_dir))
     print(f"\nfinal point-level val mIoU (%), mean ± std over seeds {args.seeds} (per-seed values):\n{text}")
