@@ -442,12 +442,12 @@ def read_scannet_frames(root: str | Path, frame_skip: int = 1, image_size: tuple
                 raw_labels.append(_nearest_resize(np.asarray(im, dtype=np.int64), (height, width)))
     K = _scale_intrinsics(K_color, width / color_size[0], height / color_size[1])
 
+    rows, cols, inside = _depth_lookup(K, K_depth, (height, width), first_depth.shape)  # one depth camera
     depth_out = np.zeros((len(poses), height, width), dtype=np.float32)
     for v, (d, (i, _, _, _)) in enumerate(zip(depths, poses)):
         if d.shape != first_depth.shape:
             raise ValueError(f"{root / 'depth' / f'{i}.png'}: expected {first_depth.shape[1]}x{first_depth.shape[0]} "
                              f"like the first depth frame (one intrinsic_depth.txt), got {d.shape[1]}x{d.shape[0]}")
-        rows, cols, inside = _depth_lookup(K, K_depth, (height, width), d.shape)
         depth_out[v] = np.where(inside, d[rows, cols], 0.0)
     valid = depth_out[depth_out > 0]
     if valid.size == 0:
