@@ -31,9 +31,9 @@ import sys
 import time
 from pathlib import Path
 
-
-from _experiment import final_miou, mean_std_cell, run_tool, save_summary
+import numpy as np
 import yaml
+from _experiment import final_miou, mean_std_cell, run_tool, save_summary
 
 REPO = Path(__file__).resolve().parents[1]
 DOWNSTREAM = ("finetune_1pct", "linear_probe")
@@ -156,16 +156,18 @@ def downstream(args: argparse.Namespace, configs: dict[str, Path], seed: int, ba
 
 
 def table(args: argparse.Namespace) -> tuple[str, dict]:
-    """Markdown table of mean ± sample std (per-seed values) of the final val mIoU in %."""
+    """Markdown table of the final val mIoU in %: mean ± sample std (per-seed values) of each init,
+    and the paired SLidR − random difference. With ``--lp-ft`` the 1 % probe is a column too."""
+    runs = (*DOWNSTREAM, "probe_1pct") if args.lp_ft else DOWNSTREAM
     results = {f"{run}/{init}": {seed: final_miou(args.out / "runs" / f"{run}_{init}" / f"seed{seed}")
-                                 for seed in args.seeds} for run in DOWNSTREAM for init in INITS}
-    lines = ["| init | " + " | ".join(DOWNSTREAM) + " |", "|---" * (len(DOWNSTREAM) + 1) + "|"]
+                                 for seed in args.seeds} for run in runs for init in INITS}
+    percent = {key: np.array([100 * v for v in by_seed.values()]) for key, by_seed in results.items()}
+    lines = ["| init | " + " | ".join(runs) + " |", "|---" * (len(runs) + 1) + "|"]
     for init in INITS:
-        cells = []
-        for run in DOWNSTREAM:
-            values = [100 * v for v in results[f"{run}/{init}"].values()]
-            cells.append(mean_std_cell(values, per_seed=True))
-        lines.append(f"| {init} | " + " | ".join(cells) + " |")
+        lines.append(f"| {init} | " + " | ".join(mean_std_cell(percent[f"{run}/{init}"], per_seed=True)
+                                                 for run in runs) + " |")
+    paired = [mean_std_cell(percent[f"{run}/slidr"] - percent[f"{run}/random"], per_seed=True) for run in runs]
+    lines.append("| slidr − random, paired | " + " | ".join(paired) + " |")
     return "\n".join(lines), results
 
 

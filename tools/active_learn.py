@@ -123,11 +123,13 @@ def load_model(cfg: Config, runtime: Runtime, num_classes: int, checkpoint: Path
 
 
 def select_next(dataset: Any, previous: Optional[Budget], model: Optional[nn.Module], count: int, strategy: str,
-                seed: int, device: torch.device, *, require_label: bool = True) -> dict[str, np.ndarray]:
+                seed: int, device: torch.device, *, require_label: bool = True,
+                predicted: Optional[dict[str, np.ndarray]] = None) -> dict[str, np.ndarray]:
     """``count`` new points outside ``previous`` chosen by ``strategy`` (with ``model`` unless ``"random"``).
 
     require_label False: any point may be chosen, not only those with a ground-truth label (a person's
-    own scans). Returns scene → (K_s,) int64 sorted indices, ΣK_s = count.
+    own scans). predicted: filled by model-based strategies with scene → (K_s,) int64 the model's class
+    of each chosen point (left empty by ``"random"``). Returns scene → (K_s,) int64 sorted indices, ΣK_s = count.
     """
     labelled = labelled_points(previous)
     if strategy == "random":
@@ -135,7 +137,7 @@ def select_next(dataset: Any, previous: Optional[Budget], model: Optional[nn.Mod
     if model is None:
         raise ValueError(f"select_next: strategy {strategy!r} needs a model")
     return model_selection(model, dataset, labelled, scene_sizes(dataset, previous), count, strategy, device,
-                           require_label=require_label)
+                           require_label=require_label, predicted=predicted)
 
 
 def write_budget(out: Path, write: Callable[[Path], Any]) -> Budget:

@@ -124,20 +124,25 @@ def highlighted_colors(scene: dict[str, Any], chosen: np.ndarray) -> np.ndarray:
 
 
 def suggestions(model: Optional[nn.Module], dataset: Any, index: int, num_points: int, chosen: np.ndarray,
-                device: torch.device) -> list[str]:
-    """The model's predicted class name of each ``chosen`` (K,) point of scene ``index``; "" without a model."""
+                predicted: Optional[np.ndarray], device: torch.device) -> list[str]:
+    """The model's predicted class name of each ``chosen`` (K,) point of scene ``index``; "" without a model.
+
+    predicted: (K,) int64 classes the selection already predicted, or None to predict the scene here.
+    """
     if model is None:
         return [""] * len(chosen)
-    _, probs, _, _ = predict_raw_scene(model, dataset, index, num_points, device)
-    return [dataset.class_names[c] for c in probs.argmax(dim=1).cpu().numpy()[chosen]]
+    if predicted is None:
+        _, probs, _, _ = predict_raw_scene(model, dataset, index, num_points, device)
+        predicted = probs.argmax(dim=1).cpu().numpy()[chosen]
+    return [dataset.class_names[c] for c in predicted]
 
 
 def write_selection(out: Path, dataset: Any, picks: dict[str, np.ndarray], model: Optional[nn.Module],
-                    device: torch.device) -> int:
+                    predicted: dict[str, np.ndarray], device: torch.device) -> int:
     """Write a PLY per scene with chosen points, then ``to_label.csv``; returns the number of rows.
 
-    picks: scene → (K_s,) int64 sorted raw indices. With a model, the scenes with picks are predicted
-    once more for the suggestions.
+    picks: scene → (K_s,) int64 sorted raw indices. predicted: scene → (K_s,) int64 the model's class
+    of each pick, from the selection; with a model, scenes missing there (``random``) are predicted here.
     """
     rows: list[list[Any]] = []
     for i, scene in enumerate(dataset.reader.scenes):
@@ -146,7 +151,7 @@ def write_selection(out: Path, dataset: Any, picks: dict[str, np.ndarray], model
             continue
         raw = dataset.reader.load(scene)
         points = xyz(np.asarray(raw["coord"]))
-        names = suggestions(model, dataset, i, len(points), chosen, device)
+        names = suggestions(model, dataset, i, len(points), chosen, predicted.get(scene), device)
         line_numbers = np.full(len(points), -1, dtype=np.int32)
         line_numbers[chosen] = len(rows) + 2 + np.arange(len(chosen))  # line 1 is the header
         save_ply(out / scene_filename(scene, ".ply"), points, colors=highlighted_colors(raw, chosen),
@@ -179,12 +184,13 @@ def select_command(args: argparse.Namespace) -> Path:
             with exit_on_config_error(args.config):
                 model = load_model(cfg, runtime, dataset.num_classes, Path(args.checkpoint)).eval()
         seed = cfg.seed if args.seed is None else args.seed
+        predicted: dict[str, np.ndarray] = {}
         try:
             picks = select_next(dataset, previous, model, args.count, args.strategy, seed, runtime.device,
-                                require_label=False)
+                                require_label=False, predicted=predicted)
         except ValueError as err:  # more points requested than there are, transforms that drop points
             raise SystemExit(f"error: {err}") from None
-        rows = write_selection(out, dataset, picks, model, runtime.device)
+        rows = write_selection(out, dataset, picks, model, predicted, runtime.device)
     finally:
         shutdown(runtime.dist)
     print(f"wrote {rows} points to label in {sum(len(p) > 0 for p in picks.values())} scene(s) to {out / CSV_NAME} "

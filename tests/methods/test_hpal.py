@@ -14,7 +14,7 @@ from pcseg.engine.hooks import TrainState
 from pcseg.methods import METHODS, build_method
 from pcseg.methods.hpal import (HPAL, ScenePool, annotatable, conflict_pairs, cumulative_targets, ema_update,
                                 hierarchical_uncertainty, kl_consistency, margin, merge_pools, model_selection,
-                                pseudo_labels, random_selection, region_margin, suppress)
+                                predict_raw_scene, pseudo_labels, random_selection, region_margin, suppress)
 from pcseg.sparse import SparseTensor
 
 STATE = TrainState(epoch=0, step=3, max_epochs=1, max_steps=10, iters_per_epoch=10)
@@ -170,11 +170,15 @@ def test_a_round_is_exact_and_never_picks_labelled_points(strategy):
     dataset = SegmentationDataset(reader, 0.05, transforms=build_transforms([{"name": "NormalizeColor"}]))
     labelled = {"r0": np.arange(0, 600, 4), "r1": np.arange(1, 700, 5)}
     sizes = {s: len(reader.data[s]["segment"]) for s in reader.scenes}
-    picks = model_selection(PointNet(), dataset, labelled, sizes, 90, strategy, torch.device("cpu"))
+    model, predicted = PointNet(), {}
+    picks = model_selection(model, dataset, labelled, sizes, 90, strategy, torch.device("cpu"), predicted=predicted)
     assert sum(len(p) for p in picks.values()) == 90
     for s, idx in picks.items():
         assert len(np.unique(idx)) == len(idx) and not np.isin(idx, labelled[s]).any()
         assert (reader.data[s]["segment"][idx] != -100).all()
+        # the reported class of each pick is the model's prediction of that point, scene predicted alone
+        _, probs, _, _ = predict_raw_scene(model.eval(), dataset, reader.scenes.index(s), sizes[s], torch.device("cpu"))
+        np.testing.assert_array_equal(predicted[s], probs.argmax(dim=1).numpy()[idx])
 
 
 def test_ema_update_is_the_hand_formula():

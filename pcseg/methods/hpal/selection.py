@@ -25,7 +25,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Any, Mapping, Sequence
+from typing import Any, Mapping, Optional, Sequence
 
 import numpy as np
 import torch
@@ -190,20 +190,23 @@ def predict_raw_scene(model: nn.Module, dataset: Any, index: int, num_points: in
 
 def model_selection(model: nn.Module, dataset: Any, labelled: Mapping[str, np.ndarray], scene_points: Mapping[str, int],
                     count: int, strategy: str, device: torch.device, *, candidate_factor: float = CANDIDATE_FACTOR,
-                    radius: float = RADIUS, max_cosine: float = MAX_COSINE,
-                    require_label: bool = True) -> dict[str, np.ndarray]:
+                    radius: float = RADIUS, max_cosine: float = MAX_COSINE, require_label: bool = True,
+                    predicted: Optional[dict[str, np.ndarray]] = None) -> dict[str, np.ndarray]:
     """``count`` new points over the scenes of ``dataset`` chosen by ``strategy`` (``"hpal"`` / ``"margin"``).
 
     dataset: a :class:`~pcseg.data.datasets.SegmentationDataset` without budget whose transforms keep
     every raw point in order (e.g. only ``NormalizeColor``); its samples' ``points`` are read as metres.
     labelled: scene → (K,) int64 already labelled raw indices (never chosen again).
     scene_points: scene → raw point count, for the per-scene top-M. require_label: see :func:`annotatable`.
+    predicted: if given, filled with scene → (K_s,) int64 the model's class of each returned point (so
+    a caller showing suggestions need not predict the scenes again).
     Returns scene → (K_s,) int64 sorted new indices, ΣK_s = count.
     """
     was_training = model.training
     model.eval()
     total = sum(scene_points.values())
     pools = []
+    candidate_classes: dict[str, tuple[np.ndarray, np.ndarray]] = {}  # scene → sorted candidates, their classes
     try:
         for i, scene in enumerate(dataset.reader.scenes):
             n = scene_points[scene]
@@ -213,6 +216,14 @@ def model_selection(model: nn.Module, dataset: Any, labelled: Mapping[str, np.nd
             m = math.ceil(candidate_factor * count * n / total)
             pools.append(scene_pool(scene, sample["points"].to(device), probs, voxel_feats, inverse,
                                     torch.from_numpy(available).to(device), m, strategy, radius, max_cosine))
+            candidates = np.sort(np.concatenate([pools[-1].chosen, pools[-1].spare]))
+            classes = probs.argmax(dim=1)[torch.from_numpy(candidates).to(device)]
+            candidate_classes[scene] = (candidates, _numpy(classes, np.int64))
     finally:
         model.train(was_training)
-    return merge_pools(pools, count)
+    picks = merge_pools(pools, count)
+    if predicted is not None:
+        for scene, chosen in picks.items():
+            candidates, classes = candidate_classes[scene]
+            predicted[scene] = classes[np.searchsorted(candidates, chosen)]
+    return picks
