@@ -5,10 +5,11 @@
     python tools/test.py --config configs/scannet/supervised.yaml --checkpoint res16unet34c.pth
 
 --input is a MinkowskiEngine training checkpoint (the weights at its top level or under
-``state_dict`` / ``model_state`` / ``model``, a DataParallel ``module.`` prefix allowed), e.g. the
-released ScanNet models of SpatioTemporalSegmentation, CPCM or HPAL. The input channels and classes
-are read from the first and last layers; --model names the pcseg architecture of the same depth and
-widths (``pcseg.models.MODELS``). The output is ``{"model": state dict, "converted_from": …}``,
+``state_dict`` / ``model_state`` / ``model``, a DataParallel ``module.`` prefix allowed) in the
+layout of MinkowskiEngine's ``examples/minkunet.py`` (``--model MinkUNet34C``: 5³ stem) or of
+SpatioTemporalSegmentation's Res16UNet (``--model Res16UNet34C``: 3³ stem). The input channels and
+classes are read from the first and last layers; --model names the pcseg architecture of the same
+depth and widths (``pcseg.models.MODELS``); a wrong one fails with the mismatching tensors named. The output is ``{"model": state dict, "converted_from": …}``,
 written atomically: the form ``model.init_from`` and ``tools/test.py --checkpoint`` read. The
 mapping of names and kernel offsets is documented in :mod:`pcseg.models.convert`.
 """

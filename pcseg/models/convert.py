@@ -1,8 +1,8 @@
 """MinkowskiEngine checkpoints → weights of pcseg's :class:`~pcseg.models.MinkUNet` family.
 
-MinkowskiEngine's MinkUNet (its ``examples/minkunet.py``) and Res16UNet (SpatioTemporalSegmentation,
-the layout of CPCM's and HPAL's released models) have the layers of pcseg's MinkUNet; only the names
-and the kernel layout differ:
+MinkowskiEngine's MinkUNet (its ``examples/minkunet.py``) and Res16UNet (SpatioTemporalSegmentation's
+``models/res16unet.py``) have the layers of pcseg's MinkUNet; only the names and the kernel layout
+differ:
 
 ================================================  =============================================
 MinkowskiEngine                                   pcseg
