@@ -20,9 +20,10 @@ The teacher must carry knowledge the 3D network cannot get from LiDAR alone: a s
    from random init, into ``OUT/runs/<run>/seed<seed>``; with ``--lp-ft`` the fine-tuning starts
    from a linear probe on the 1 % budget (``OUT/runs/probe_1pct_<init>``);
 5. the point-level val mIoU after the last epoch → ``OUT/results.json`` and a markdown table
-   (mean ± sample std over seeds) on stdout.
+   (mean ± sample std over seeds, and the paired SLidR − random difference) on stdout.
 
-Configs are written to ``OUT/configs``; runs go one at a time with ``--threads`` threads each.
+Configs are written to ``OUT/configs``; ``--jobs`` seeds run at a time (their runs one after the
+other), each run with ``--threads`` threads.
 """
 from __future__ import annotations
 
@@ -33,7 +34,7 @@ from pathlib import Path
 
 import numpy as np
 import yaml
-from _experiment import final_miou, mean_std_cell, run_tool, save_summary
+from _experiment import final_miou, mean_std_cell, run_parallel, run_tool, save_summary
 
 REPO = Path(__file__).resolve().parents[1]
 DOWNSTREAM = ("finetune_1pct", "linear_probe")
@@ -63,6 +64,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                         help="fine-tune from a linear probe trained on the same 1 %% budget (LP-FT)")
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     parser.add_argument("--threads", type=int, default=2, help="OMP threads per run")
+    parser.add_argument("--jobs", type=int, default=1, help="seeds run at the same time, each in its own processes")
     return parser.parse_args(argv)
 
 
@@ -185,11 +187,14 @@ def main(argv: list[str] | None = None) -> None:
              teacher_dir, args.threads)
     print(f"teacher (2D, own labels) val mIoU: {100 * final_miou(teacher_dir):.1f} %")
     configs = write_configs(args, kitti, teacher_dir / "model_last.pth")
-    for seed in args.seeds:
+
+    def one_seed(seed: int) -> None:
         pre_dir = args.out / "runs" / "pretrain" / f"seed{seed}"
         if not (pre_dir / "backbone.pth").is_file():
             step("pretrain_slidr.py", ["--config", str(configs["pretrain"]), f"seed={seed}"], pre_dir, args.threads)
         downstream(args, configs, seed, pre_dir / "backbone.pth", make_budget_for(kitti, args.out, seed))
+
+    run_parallel(one_seed, args.seeds, args.jobs)
     text, results = table(args)
     save_summary(args.out, args, start, results, text, teacher_miou=final_miou(teacher_dir))
     print(f"\nfinal point-level val mIoU (%), mean ± std over seeds {args.seeds} (per-seed values):\n{text}")
