@@ -8,8 +8,8 @@ from torch import nn
 
 from pcseg.engine.hooks import Supervised, TrainState
 from pcseg.methods import METHODS, build_method
-from pcseg.methods.slidr import (SLidR, ResNet50Trunk, build_teacher, pool_image_features, superpixel_info_nce,
-                                 superpixel_pool)
+from pcseg.methods.slidr import (CachedTeacher, ResNet50Trunk, SLidR, build_teacher, pool_image_features,
+                                 superpixel_info_nce, superpixel_pool)
 from pcseg.methods.slidr import teacher as teacher_module
 from pcseg.models import build_model
 
@@ -174,6 +174,51 @@ def test_slidr_loss_is_the_info_nce_of_pooled_head_outputs():
     restored.param_groups(model)
     restored.load_state_dict(method.state_dict())
     torch.testing.assert_close(restored.heads["points"].weight, method.heads["points"].weight)
+
+
+class _CountingTeacher(_PoolTeacher):
+    """_PoolTeacher that records how many images it was run on."""
+
+    def __init__(self):
+        super().__init__()
+        self.images_seen = 0
+
+    def forward(self, images):
+        self.images_seen += len(images)
+        return super().forward(images)
+
+
+def test_cached_teacher_returns_the_teachers_maps_and_skips_images_it_holds():
+    torch.manual_seed(0)
+    counting = _CountingTeacher()
+    reference = build_teacher(_PoolTeacher())
+    reference.network.load_state_dict(counting.state_dict(), strict=False)
+    cached = CachedTeacher(build_teacher(counting), max_images=3)
+    images = torch.rand(5, 3, 8, 12)
+    for rows in ([0, 1], [1, 0, 2], [2, 2, 3], [0, 4], [1]):  # repeats, a duplicate within a batch, evictions
+        torch.testing.assert_close(cached(images[rows]), reference(images[rows]))
+    # computed: 0 1 | 2 | 3 (once; 1 evicted) | 4 (2 evicted) | 1 again; plus the 64x64 probe of out_channels
+    assert (cached.misses, cached.hits) == (6, 5) and counting.images_seen == 6 + 1
+    assert cached.out_channels == 6 and len(cached._maps) == 3
+    with pytest.raises(ValueError, match="max_images expected >= 1"):
+        CachedTeacher(reference, 0)
+
+
+def test_slidr_with_a_teacher_cache_gives_the_same_loss():
+    torch.manual_seed(0)
+    model = build_model({"name": "Res16UNet14A", "in_channels": 1, "num_classes": 19, "D": 3}).eval()
+    plain, cached = SLidR(teacher=_CountingTeacher(), projection_dim=8), \
+        SLidR(teacher=_CountingTeacher(), projection_dim=8, teacher_cache=4)
+    plain.param_groups(model)
+    cached.param_groups(model)
+    cached.heads.load_state_dict(plain.heads.state_dict())
+    cached.teacher.teacher.network.load_state_dict(plain.teacher.network.state_dict())
+    batch = _camera_batch()
+    for _ in range(3):
+        torch.testing.assert_close(cached.losses(model, batch, STATE)["nce"], plain.losses(model, batch, STATE)["nce"])
+    assert plain.teacher.network.images_seen == 1 + 6 and cached.teacher.teacher.network.images_seen == 1 + 2
+    with pytest.raises(ValueError, match="teacher_cache >= 0"):
+        SLidR(teacher=_PoolTeacher(), teacher_cache=-1)
 
 
 def test_slidr_is_registered_and_checks_its_batch():

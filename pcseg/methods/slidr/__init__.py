@@ -7,6 +7,8 @@ from .method import SLidR
 from .pooling import pool_image_features, superpixel_pool
 from .teacher import (TEACHERS, ImageTeacher, ResNet50Trunk, ResNetFeatures, SparseImageFeatures, build_teacher,
                       load_resnet_weights)
+from .teacher_cache import CachedTeacher
 
 __all__ = ["SLidR", "superpixel_info_nce", "superpixel_pool", "pool_image_features", "TEACHERS", "ImageTeacher",
-           "ResNet50Trunk", "ResNetFeatures", "SparseImageFeatures", "build_teacher", "load_resnet_weights"]
+           "ResNet50Trunk", "ResNetFeatures", "SparseImageFeatures", "build_teacher", "load_resnet_weights",
+           "CachedTeacher"]

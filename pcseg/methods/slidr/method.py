@@ -30,6 +30,7 @@ from pcseg.methods.registry import METHODS
 from .losses import superpixel_info_nce
 from .pooling import pool_image_features, superpixel_pool
 from .teacher import ImageTeacher, build_teacher
+from .teacher_cache import CachedTeacher
 
 __all__ = ["SLidR"]
 
@@ -42,27 +43,32 @@ class SLidR(MethodHooks):
         mapping naming a :data:`~.teacher.TEACHERS` entry (``{name: ResNet50, weights: …}``).
     projection_dim: output width of both heads (paper: 64). temperature: InfoNCE temperature (0.07).
     head_lr: learning rate of the two heads; None = ``train.lr``.
+    teacher_cache: keep the teacher's feature maps of this many images in memory (a
+        :class:`~.teacher_cache.CachedTeacher`), so a frame seen again skips the 2D forward; 0: none.
     """
 
     def __init__(self, teacher: Mapping[str, Any] | nn.Module, projection_dim: int = 64, temperature: float = 0.07,
-                 head_lr: Optional[float] = None) -> None:
+                 head_lr: Optional[float] = None, teacher_cache: int = 0) -> None:
         if not isinstance(teacher, nn.Module) and not (isinstance(teacher, Mapping) and "name" in teacher):
             raise ValueError(f"SLidR.teacher: expected an nn.Module or a mapping with a 'name' "
                              f"(e.g. {{name: ResNet50, weights: <file>}}), got {teacher!r}")
-        if projection_dim < 1 or temperature <= 0 or (head_lr is not None and head_lr <= 0):
-            raise ValueError(f"SLidR: expected projection_dim >= 1, temperature > 0, head_lr > 0 or None; got "
-                             f"{projection_dim}, {temperature}, {head_lr}")
+        if projection_dim < 1 or temperature <= 0 or (head_lr is not None and head_lr <= 0) or teacher_cache < 0:
+            raise ValueError(f"SLidR: expected projection_dim >= 1, temperature > 0, head_lr > 0 or None, "
+                             f"teacher_cache >= 0; got {projection_dim}, {temperature}, {head_lr}, {teacher_cache}")
         self.teacher_spec = teacher
         self.projection_dim = projection_dim
         self.temperature = float(temperature)
         self.head_lr = head_lr
-        self.teacher: Optional[ImageTeacher] = None
+        self.teacher_cache = teacher_cache
+        self.teacher: Optional[ImageTeacher | CachedTeacher] = None
         self.heads: Optional[nn.ModuleDict] = None
 
     def param_groups(self, model: nn.Module) -> list[dict[str, Any]]:
         """Build the teacher and the heads on ``model``'s device; groups: model (``train.lr``), heads (``head_lr``)."""
         device = next(model.parameters()).device
         self.teacher = build_teacher(self.teacher_spec).to(device)
+        if self.teacher_cache:
+            self.teacher = CachedTeacher(self.teacher, self.teacher_cache)
         self.heads = nn.ModuleDict({
             "points": nn.Linear(model.feature_channels, self.projection_dim),
             "pixels": nn.Conv2d(self.teacher.out_channels, self.projection_dim, kernel_size=1),
