@@ -12,7 +12,8 @@ The teacher must carry knowledge the 3D network cannot get from LiDAR alone: a s
 2. the teacher: street images with 2D labels under ``OUT/images``, trained by ``tools/train.py`` on
    ``configs/image2d/supervised.yaml`` into ``OUT/teacher``;
 3. per seed a 1 % ``ratio`` budget under ``OUT/budgets``;
-4. per seed: SLidR pre-training (``tools/pretrain_slidr.py``, teacher ``SparseImageModel``), then
+4. per seed: SLidR pre-training (``tools/pretrain_slidr.py``, teacher ``SparseImageModel``, whose
+   maps of the few training frames are kept in memory: ``teacher_cache``), then
    fine-tuning on 1 % labels (classifier at ``--head-lr``, the rest at ``--lr``, as SLidR's
    downstream runs) and a linear probe (frozen backbone, all labels; the backbone's BatchNorm
    statistics re-estimated on the training sweeps, so that a random backbone's features are not
@@ -99,13 +100,14 @@ def write_configs(args: argparse.Namespace, kitti: Path, teacher: Path) -> dict[
             "val": {"split": "val"}, "batch_size": 2}
     optim = {"optimizer": "sgd", "momentum": 0.9, "nesterov": False, "weight_decay": 1e-4, "scheduler": "cosine",
              "log_period": 5}
+    frames = args.frames * (len(args.pool_sequences) if args.pool_sequences else 1)  # distinct training images
     configs = {
         "pretrain": {"data": {**data, "name": "LidarCamera", "kwargs": {
             **data["kwargs"], "dataset": "SemanticKITTI", "superpixel_cache": str(args.out / "superpixels"),
             **({"root": str(args.out / "kitti_pool")} if args.pool_sequences else {})}},
             "model": MODEL_3D, "eval": {"period": 0},
             "train": {**optim, "epochs": args.pretrain_epochs, "lr": args.pretrain_lr},
-            "method": {"name": "SLidR", "temperature": 0.07, "projection_dim": 64,
+            "method": {"name": "SLidR", "temperature": 0.07, "projection_dim": 64, "teacher_cache": frames,
                        "teacher": {"name": "SparseImageModel", "model": MODEL_2D, "checkpoint": str(teacher)}}},
         "finetune_1pct": {"data": data, "model": MODEL_3D, "eval": {"period": args.epochs},
                           "method": {"name": "Supervised", "head_lr": args.head_lr},
