@@ -4,7 +4,7 @@
 
 The teacher must carry knowledge the 3D network cannot get from LiDAR alone: a small D=2 network
 (MinkUNet14A on every pixel) trained on synthetic street images with their own 2D labels. Steps
-(each skipped when its output exists, so an interrupted run continues where it stopped):
+(each skipped when its output exists, a stopped run resumed from its last checkpoint):
 
 1. synthetic SemanticKITTI sequences 00 (train) and 08 (val) with camera images under ``OUT/kitti``;
    with ``--pool-sequences``, also an unlabelled pre-training pool of other streets under
@@ -70,8 +70,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 
 def step(tool: str, tool_args: list[str], work_dir: Path, threads: int) -> None:
-    """:func:`run_tool` with a progress line."""
-    print(f"{tool} → {work_dir} in {run_tool(tool, tool_args, work_dir, threads):.0f} s", flush=True)
+    """:func:`run_tool` with a progress line; a run that was stopped (its ``model_last.pth`` exists)
+    continues with ``--resume``."""
+    resume = (work_dir / "model_last.pth").is_file()
+    seconds = run_tool(tool, [*tool_args, *(["--resume"] if resume else [])], work_dir, threads, append=resume)
+    print(f"{tool} → {work_dir} in {seconds:.0f} s{' (resumed)' if resume else ''}", flush=True)
 
 
 def make_data(args: argparse.Namespace) -> tuple[Path, Path]:
