@@ -40,6 +40,16 @@ def run_tool(tool: str, args: Sequence[str], work_dir: Path, threads: int = 1, a
     return seconds
 
 
+def run_resumable(tool: str, args: Sequence[str], work_dir: Path, threads: int = 1) -> tuple[float, bool]:
+    """:func:`run_tool` for a tool that checkpoints to ``work_dir/model_last.pth`` (``train.py``,
+    ``pretrain_slidr.py``): a run stopped before it finished continues with ``--resume``.
+
+    Returns the wall time and whether the run was resumed.
+    """
+    resume = (work_dir / "model_last.pth").is_file()
+    return run_tool(tool, [*args, *(["--resume"] if resume else [])], work_dir, threads, append=resume), resume
+
+
 def wall_seconds(work_dir: Path) -> float | None:
     """The wall time :func:`run_tool` recorded for ``work_dir``, None if it has not finished."""
     path = work_dir / "wall_seconds.txt"

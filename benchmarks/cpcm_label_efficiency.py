@@ -23,7 +23,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 
-from _experiment import final_miou, mean_std_cell, run_parallel, run_tool, save_summary, wall_seconds
+from _experiment import final_miou, mean_std_cell, run_parallel, run_resumable, save_summary, wall_seconds
 
 REPO = Path(__file__).resolve().parents[1]
 CONFIGS = REPO / "configs" / "experiments" / "cpcm"
@@ -97,10 +97,11 @@ def plan(args: argparse.Namespace, root: Path, budgets: dict[tuple[float, int], 
 
 
 def train(run: Run) -> None:
-    """``tools/train.py`` for ``run`` with one thread."""
-    seconds = run_tool("train.py", ["--config", str(CONFIGS / f"{run.method}.yaml"), *run.overrides], run.work_dir)
+    """``tools/train.py`` for ``run`` with one thread (a stopped run continues from its checkpoint)."""
+    seconds, resumed = run_resumable("train.py", ["--config", str(CONFIGS / f"{run.method}.yaml"), *run.overrides],
+                                     run.work_dir)
     print(f"{run.method:12s} ratio {run.amount:g} seed {run.seed}: mIoU {100 * final_miou(run.work_dir):.2f} "
-          f"in {seconds:.0f} s", flush=True)
+          f"in {seconds:.0f} s{' (resumed)' if resumed else ''}", flush=True)
 
 
 def table(args: argparse.Namespace, runs: list[Run]) -> tuple[str, dict]:

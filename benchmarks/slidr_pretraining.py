@@ -35,7 +35,7 @@ from pathlib import Path
 
 import numpy as np
 import yaml
-from _experiment import final_miou, mean_std_cell, run_parallel, run_tool, save_summary
+from _experiment import final_miou, mean_std_cell, run_parallel, run_resumable, save_summary
 
 REPO = Path(__file__).resolve().parents[1]
 DOWNSTREAM = ("finetune_1pct", "linear_probe")
@@ -70,10 +70,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 
 def step(tool: str, tool_args: list[str], work_dir: Path, threads: int) -> None:
-    """:func:`run_tool` with a progress line; a run that was stopped (its ``model_last.pth`` exists)
-    continues with ``--resume``."""
-    resume = (work_dir / "model_last.pth").is_file()
-    seconds = run_tool(tool, [*tool_args, *(["--resume"] if resume else [])], work_dir, threads, append=resume)
+    """:func:`run_resumable` with a progress line."""
+    seconds, resume = run_resumable(tool, tool_args, work_dir, threads)
     print(f"{tool} → {work_dir} in {seconds:.0f} s{' (resumed)' if resume else ''}", flush=True)
 
 
