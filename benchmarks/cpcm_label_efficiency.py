@@ -2,7 +2,7 @@
 
     python benchmarks/cpcm_label_efficiency.py [--out work_dirs/cpcm_exp] [--seeds 0 1 2] [--epochs 20] [--jobs 2]
 
-Steps (each skipped when its output exists, so an interrupted run continues where it stopped):
+Steps (each skipped when its output exists; a stopped training run resumes from its last checkpoint):
 1. synthetic ScanNet-format rooms (``pcseg.data.synthetic.make_scannet``) under ``OUT/data``;
 2. one ``ratio`` budget per (amount, seed) under ``OUT/budgets/ratio_<amount>_seed<seed>``;
 3. ``tools/train.py`` on ``configs/experiments/cpcm/{supervised,consistency,cpcm}.yaml`` for every
