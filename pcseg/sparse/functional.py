@@ -8,20 +8,28 @@ float32 under bf16/fp16 autocast. The backward pass recomputes the gathers inste
 Scratch buffers come from the kernel map's :class:`~pcseg.sparse.kmap.Workspace`, shared by the
 layers of one pass, so large CPU buffers are not faulted in anew by every layer.
 
-Everything here is plain torch and runs on CPU and CUDA tensors alike.
+Everything here is plain torch and runs on CPU and CUDA tensors alike; an optional Triton kernel
+(:mod:`pcseg.sparse.kernels`, off by default) fuses the forward pass and the input gradient.
 """
 from __future__ import annotations
 
 import torch
 from torch import Tensor
 
+from .kernels import fused_conv_enabled
 from .kmap import KernelMap
 
 __all__ = ["sparse_conv", "sparse_pool", "global_pool"]
 
 
 def _conv_forward(feats: Tensor, weight: Tensor, kmap: KernelMap) -> Tensor:
-    """out = Σ_k scatter_k(gather_k(feats) @ weight[k]); feats (N_in, C_in), weight (K, C_in, C_out)."""
+    """out = Σ_k scatter_k(gather_k(feats) @ weight[k]); feats (N_in, C_in), weight (K, C_in, C_out).
+
+    With the fused convolution enabled (:mod:`pcseg.sparse.kernels`) one Triton kernel does it.
+    """
+    if fused_conv_enabled(feats.device):
+        from .kernels.implicit_gemm import implicit_gemm_conv  # imports Triton only when asked for
+        return implicit_gemm_conv(feats, weight, kmap.neighbor_table())
     acc_dtype = torch.promote_types(feats.dtype, torch.float32)
     c_in, c_out = weight.shape[1], weight.shape[2]
     ws, device = kmap.workspace, feats.device

@@ -103,6 +103,7 @@ class KernelMap:
     def __post_init__(self) -> None:
         self._reducers: dict[torch.dtype, Tensor] = {}
         self._transposed: KernelMap | None = None
+        self._table: Tensor | None = None
 
     @property
     def kernel_volume(self) -> int:
@@ -120,6 +121,23 @@ class KernelMap:
                                          self.workspace)
             self._transposed._transposed = self
         return self._transposed
+
+    def neighbor_table(self) -> Tensor:
+        """(n_out, K) int32: the input row feeding output site i through offset k, -1 if none (cached).
+
+        The layout of the fused kernels (:mod:`pcseg.sparse.kernels`). Each (output, offset) has at
+        most one input: the input site is the output site moved by the offset.
+        """
+        if self._table is None:
+            device = self.out_idx.device
+            table = torch.full((self.n_out, self.kernel_volume), -1, dtype=torch.int32, device=device)
+            counts = torch.tensor([e - s for s, e in zip(self.ptr[:-1], self.ptr[1:])], device=device)
+            offset_of_pair = torch.repeat_interleave(torch.arange(self.kernel_volume, device=device), counts)
+            table[self.out_idx, offset_of_pair] = self.in_idx.to(torch.int32)
+            if self.identity >= 0:
+                table[:, self.identity] = torch.arange(self.n_out, dtype=torch.int32, device=device)
+            self._table = table
+        return self._table
 
     def reducer(self, dtype: torch.dtype = torch.float32) -> Tensor:
         """(n_out, P) sparse CSR matrix of ones summing pair rows into their output site.

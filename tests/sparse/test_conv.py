@@ -26,6 +26,7 @@ def random_sparse_grid(shape, channels, density, batch=1, seed=0):
     return x, mask
 
 
+@pytest.mark.usefixtures("conv_path")
 def test_submanifold_2d_full_image_equals_conv2d():
     torch.manual_seed(0)
     img = torch.randn(2, 3, 17, 23)
@@ -37,6 +38,7 @@ def test_submanifold_2d_full_image_equals_conv2d():
 
 
 @pytest.mark.parametrize("kernel_size,dilation", [(3, 1), (5, 1), (3, 2), ((3, 1, 5), 1)])
+@pytest.mark.usefixtures("conv_path")
 def test_submanifold_3d_equals_conv3d_at_active_sites(kernel_size, dilation):
     x, mask = random_sparse_grid((9, 10, 11), 4, 0.3, batch=2)
     s = SparseTensor.from_dense(x, mask)
@@ -48,6 +50,7 @@ def test_submanifold_3d_equals_conv3d_at_active_sites(kernel_size, dilation):
 
 
 @pytest.mark.parametrize("kernel_size,stride", [(2, 2), (3, 2), (2, 3)])
+@pytest.mark.usefixtures("conv_path")
 def test_strided_equals_conv3d_at_output_sites(kernel_size, stride):
     x, mask = random_sparse_grid((12, 12, 12), 3, 0.2)
     s = SparseTensor.from_dense(x, mask)
@@ -65,6 +68,7 @@ def test_strided_equals_conv3d_at_output_sites(kernel_size, stride):
     torch.testing.assert_close(got[0][:, out_mask], ref[0][:, out_mask], rtol=1e-5, atol=1e-5)
 
 
+@pytest.mark.usefixtures("conv_path")
 def test_transposed_equals_conv_transpose3d_at_fine_sites():
     x, mask = random_sparse_grid((10, 8, 12), 4, 0.25)
     s = SparseTensor.from_dense(x, mask)
@@ -81,6 +85,7 @@ def test_transposed_equals_conv_transpose3d_at_fine_sites():
 
 
 @pytest.mark.parametrize("kind", ["submanifold", "strided", "transposed"])
+@pytest.mark.usefixtures("conv_path")
 def test_gradients_equal_dense_autograd(kind):
     shape = (8, 10, 6)
     x, mask = random_sparse_grid(shape, 3, 0.35, seed=3)

@@ -1,0 +1,63 @@
+"""The fused Triton convolution (pcseg.sparse.kernels) against brute force, and its switch.
+
+The dense-oracle tests of tests/sparse/test_conv.py also run with the kernel on (``conv_path``).
+"""
+import pytest
+import torch
+
+from pcseg.sparse import SparseConv, SparseTensor
+from pcseg.sparse.kernels import fused_conv_enabled, set_fused_conv
+
+
+def test_neighbor_table_by_hand():
+    # 1-D sites 0, 1, 3 with a size-3 kernel (offsets -1, 0, +1)
+    x = SparseTensor(torch.zeros(3, 1), torch.tensor([[0, 0], [0, 1], [0, 3]], dtype=torch.int32))
+    kmap = x.context.kernel_map((1,), (3,), (1,), (1,))
+    assert kmap.neighbor_table().tolist() == [[-1, 0, 1], [0, 1, -1], [-1, 2, -1]]
+
+
+def test_the_fused_kernel_is_off_unless_asked_for(monkeypatch):
+    monkeypatch.delenv("PCSEG_FUSED_CONV", raising=False)
+    monkeypatch.setenv("TRITON_INTERPRET", "1")
+    assert not fused_conv_enabled(torch.device("cpu"))
+    monkeypatch.setenv("PCSEG_FUSED_CONV", "1")
+    monkeypatch.setattr("importlib.util.find_spec", lambda name: None)  # Triton not installed
+    assert not fused_conv_enabled(torch.device("cpu"))
+
+
+@pytest.mark.parametrize("dtype, tol", [(torch.float32, 1e-5), (torch.float16, 1e-2), (torch.bfloat16, 3e-2)])
+def test_implicit_gemm_equals_a_sum_over_the_neighbour_table(triton_kernels, dtype, tol):
+    from pcseg.sparse.kernels.implicit_gemm import implicit_gemm_conv
+
+    g = torch.Generator().manual_seed(0)
+    n_in, n_out, k, c_in, c_out = 230, 150, 7, 40, 80  # several row, input- and output-channel blocks, tails
+    feats = torch.randn(n_in, c_in, generator=g).to(dtype)
+    weight = (torch.randn(k, c_in, c_out, generator=g) / c_in ** 0.5).to(dtype)
+    table = torch.randint(-1, n_in, (n_out, k), generator=g, dtype=torch.int32)
+    expected = torch.zeros(n_out, c_out, dtype=torch.float64)
+    for i in range(n_out):
+        for j in range(k):
+            if table[i, j] >= 0:
+                expected[i] += feats[table[i, j]].double() @ weight[j].double()
+    out = implicit_gemm_conv(feats, weight, table)
+    assert out.dtype == dtype and out.shape == (n_out, c_out)
+    torch.testing.assert_close(out.double(), expected, rtol=tol, atol=tol)
+
+
+def test_sparse_conv_calls_the_kernel_when_switched_on(triton_kernels, monkeypatch):
+    import pcseg.sparse.kernels.implicit_gemm as fused
+
+    calls = []
+    kernel = fused.implicit_gemm_conv
+    monkeypatch.setattr(fused, "implicit_gemm_conv", lambda *a: calls.append(1) or kernel(*a))
+    coords = torch.unique(torch.randint(0, 6, (60, 3), generator=torch.Generator().manual_seed(1)), dim=0)
+    x = SparseTensor(torch.randn(len(coords), 4), torch.cat([torch.zeros(len(coords), 1, dtype=torch.long), coords], 1))
+    conv = SparseConv(4, 8, 3)
+    reference = conv(x).F
+    assert not calls
+    set_fused_conv(True)
+    try:
+        torch.testing.assert_close(conv(x).F, reference, rtol=1e-5, atol=1e-5)
+    finally:
+        set_fused_conv(None)
+    assert len(calls) == 1
