@@ -9,7 +9,7 @@ Scratch buffers come from the kernel map's :class:`~pcseg.sparse.kmap.Workspace`
 layers of one pass, so large CPU buffers are not faulted in anew by every layer.
 
 Everything here is plain torch and runs on CPU and CUDA tensors alike; an optional Triton kernel
-(:mod:`pcseg.sparse.kernels`, off by default) fuses the forward pass and the input gradient.
+(:mod:`pcseg.sparse.kernels`, off by default) fuses the forward pass and both gradients.
 """
 from __future__ import annotations
 
@@ -53,7 +53,10 @@ def _conv_forward(feats: Tensor, weight: Tensor, kmap: KernelMap) -> Tensor:
 
 
 def _conv_weight_grad(feats: Tensor, grad_out: Tensor, weight: Tensor, kmap: KernelMap) -> Tensor:
-    """dL/dW[k] = gather_k(feats)^T @ gather_k(grad_out), (K, C_in, C_out)."""
+    """dL/dW[k] = gather_k(feats)^T @ gather_k(grad_out), (K, C_in, C_out); fused when enabled."""
+    if fused_conv_enabled(feats.device):
+        from .kernels.implicit_gemm import implicit_gemm_weight_grad
+        return implicit_gemm_weight_grad(feats, grad_out, kmap.neighbor_table())
     grad_weight = torch.zeros_like(weight)
     ws, device = kmap.workspace, feats.device
     for k in range(kmap.kernel_volume):

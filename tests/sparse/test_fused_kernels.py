@@ -44,6 +44,25 @@ def test_implicit_gemm_equals_a_sum_over_the_neighbour_table(triton_kernels, dty
     torch.testing.assert_close(out.double(), expected, rtol=tol, atol=tol)
 
 
+@pytest.mark.parametrize("dtype, tol", [(torch.float32, 1e-4), (torch.bfloat16, 5e-2)])
+def test_weight_gradient_equals_a_sum_over_the_neighbour_table(triton_kernels, dtype, tol):
+    from pcseg.sparse.kernels.implicit_gemm import implicit_gemm_weight_grad
+
+    g = torch.Generator().manual_seed(1)
+    n_in, n_out, k, c_in, c_out = 120, 150, 5, 20, 40  # more rows than one block, channel tails
+    feats = torch.randn(n_in, c_in, generator=g).to(dtype)
+    grad_out = (torch.randn(n_out, c_out, generator=g) / 4).to(dtype)
+    table = torch.randint(-1, n_in, (n_out, k), generator=g, dtype=torch.int32)
+    expected = torch.zeros(k, c_in, c_out, dtype=torch.float64)
+    for i in range(n_out):
+        for j in range(k):
+            if table[i, j] >= 0:
+                expected[j] += torch.outer(feats[table[i, j]].double(), grad_out[i].double())
+    out = implicit_gemm_weight_grad(feats, grad_out, table)
+    assert out.dtype == dtype and out.shape == (k, c_in, c_out)
+    torch.testing.assert_close(out.double(), expected, rtol=tol, atol=tol)
+
+
 def test_sparse_conv_calls_the_kernel_when_switched_on(triton_kernels, monkeypatch):
     import pcseg.sparse.kernels.implicit_gemm as fused
 

@@ -1,8 +1,9 @@
 """Optional fused kernels for the sparse convolution (Triton), behind the pure-torch path.
 
 ``PCSEG_FUSED_CONV=1`` (or :func:`set_fused_conv`) makes :func:`~pcseg.sparse.sparse_conv` compute
-its forward pass and its input gradient with :func:`~.implicit_gemm.implicit_gemm_conv` when Triton
-can run on the features' device: a CUDA device, or any device under ``TRITON_INTERPRET=1`` (how the
+its forward pass and input gradient with :func:`~.implicit_gemm.implicit_gemm_conv` and its weight
+gradient with :func:`~.implicit_gemm.implicit_gemm_weight_grad` when Triton can run on the
+features' device: a CUDA device, or any device under ``TRITON_INTERPRET=1`` (how the
 tests check the kernel against the torch path on CPU). Off by default: the kernel has been checked
 against the torch path in the interpreter; weigh it on your GPU with ``benchmarks/bench_sparse.py``.
 Without Triton installed (``pip install pcseg[triton]``) everything runs on the torch path.
