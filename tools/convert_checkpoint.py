@@ -9,9 +9,10 @@
 layout of MinkowskiEngine's ``examples/minkunet.py`` (``--model MinkUNet34C``: 5³ stem) or of
 SpatioTemporalSegmentation's Res16UNet (``--model Res16UNet34C``: 3³ stem). The input channels and
 classes are read from the first and last layers; --model names the pcseg architecture of the same
-depth and widths (``pcseg.models.MODELS``); a wrong one fails with the mismatching tensors named. The output is ``{"model": state dict, "converted_from": …}``,
-written atomically: the form ``model.init_from`` and ``tools/test.py --checkpoint`` read. The
-mapping of names and kernel offsets is documented in :mod:`pcseg.models.convert`.
+depth and widths (``pcseg.models.MODELS``); a wrong one fails with the mismatching tensors named.
+The output is ``{"model": state dict, "converted_from": …, "architecture": …}``, written
+atomically: the form ``model.init_from`` and ``tools/test.py --checkpoint`` read. The mapping of
+names and kernel offsets is documented in :mod:`pcseg.models.convert`.
 """
 from __future__ import annotations
 

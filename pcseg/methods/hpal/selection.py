@@ -216,9 +216,10 @@ def model_selection(model: nn.Module, dataset: Any, labelled: Mapping[str, np.nd
             m = math.ceil(candidate_factor * count * n / total)
             pools.append(scene_pool(scene, sample["points"].to(device), probs, voxel_feats, inverse,
                                     torch.from_numpy(available).to(device), m, strategy, radius, max_cosine))
-            candidates = np.sort(np.concatenate([pools[-1].chosen, pools[-1].spare]))
-            classes = probs.argmax(dim=1)[torch.from_numpy(candidates).to(device)]
-            candidate_classes[scene] = (candidates, _numpy(classes, np.int64))
+            if predicted is not None:
+                candidates = np.sort(np.concatenate([pools[-1].chosen, pools[-1].spare]))
+                classes = probs.argmax(dim=1)[torch.from_numpy(candidates).to(device)]
+                candidate_classes[scene] = (candidates, _numpy(classes, np.int64))
     finally:
         model.train(was_training)
     picks = merge_pools(pools, count)

@@ -20,6 +20,17 @@ __all__ = ["implicit_gemm_conv", "implicit_gemm_weight_grad"]
 
 
 @triton.jit
+def _tile_dot(a, b, IEEE: tl.constexpr, UPCAST: tl.constexpr):
+    """a @ b of two tiles in float32: IEEE for float32 inputs (not TF32); UPCAST: multiply as float32."""
+    if UPCAST:
+        return tl.dot(a.to(tl.float32), b.to(tl.float32), input_precision="ieee")
+    elif IEEE:
+        return tl.dot(a, b, input_precision="ieee")
+    else:
+        return tl.dot(a, b)
+
+
+@triton.jit
 def _implicit_gemm_kernel(feats_ptr, weight_ptr, table_ptr, out_ptr, n_out, c_in, c_out, kernel_volume,
                           stride_feats, stride_wk, stride_wi, stride_table, stride_out,
                           BLOCK_N: tl.constexpr, BLOCK_CI: tl.constexpr, BLOCK_CO: tl.constexpr,
@@ -38,12 +49,7 @@ def _implicit_gemm_kernel(feats_ptr, weight_ptr, table_ptr, out_ptr, n_out, c_in
                         mask=has[:, None] & chan_ok[None, :], other=0.0)
             b = tl.load(weight_ptr + k * stride_wk + chans[:, None] * stride_wi + cols[None, :],
                         mask=chan_ok[:, None] & col_ok[None, :], other=0.0)
-            if UPCAST:
-                acc += tl.dot(a.to(tl.float32), b.to(tl.float32), input_precision="ieee")
-            elif IEEE:
-                acc += tl.dot(a, b, input_precision="ieee")
-            else:
-                acc += tl.dot(a, b)
+            acc += _tile_dot(a, b, IEEE, UPCAST)
     tl.store(out_ptr + rows.to(tl.int64)[:, None] * stride_out + cols[None, :],
              acc.to(out_ptr.dtype.element_ty), mask=row_ok[:, None] & col_ok[None, :])
 
@@ -67,12 +73,7 @@ def _weight_grad_kernel(feats_ptr, grad_ptr, table_ptr, out_ptr, n_out, c_in, c_
                     mask=has[:, None] & chan_ok[None, :], other=0.0)
         g = tl.load(grad_ptr + rows.to(tl.int64)[:, None] * stride_grad + cols[None, :],
                     mask=has[:, None] & col_ok[None, :], other=0.0)
-        if UPCAST:
-            acc += tl.dot(tl.trans(a.to(tl.float32)), g.to(tl.float32), input_precision="ieee")
-        elif IEEE:
-            acc += tl.dot(tl.trans(a), g, input_precision="ieee")
-        else:
-            acc += tl.dot(tl.trans(a), g)
+        acc += _tile_dot(tl.trans(a), g, IEEE, UPCAST)
     tl.store(out_ptr + k * stride_ok + chans[:, None] * stride_oi + cols[None, :],
              acc.to(out_ptr.dtype.element_ty), mask=chan_ok[:, None] & col_ok[None, :])
 
