@@ -10,6 +10,7 @@ depth at depth pixel ``(a + 2, b)``.
 from __future__ import annotations
 
 import re
+import shutil
 from dataclasses import replace
 from pathlib import Path
 
@@ -23,6 +24,7 @@ from pcseg.data.formats.scannet import SCANNET20_CLASS_NAMES
 from pcseg.methods.ovs.multiview import read_scannet_frames
 from pcseg.methods.ovs.pipeline import DataSection, load_scene
 from pcseg.methods.ovs.rays import look_at, project
+from pcseg.utils.errors import InputError
 
 K_COLOR = np.array([[40.0, 0, 31.5, 0], [0, 40.0, 23.5, 0], [0, 0, 1, 0], [0, 0, 0, 1]])
 K_DEPTH = np.array([[20.0, 0, 17.5, 0], [0, 20.0, 11.5, 0], [0, 0, 1, 0], [0, 0, 0, 1]])
@@ -53,12 +55,15 @@ def _write_matrix(path: Path, mat: np.ndarray) -> None:
     np.savetxt(path, mat, fmt="%.9g")
 
 
-def _write_scene(root: Path, labels: bool = True) -> None:
+def _write_scene(root: Path, labels: bool = True, with_depth: bool = True, pad: int = 0) -> None:
+    """The scene; ``with_depth=False``: no depth/ and no intrinsic_depth.txt; ``pad``: file names zero-padded
+    to that many digits (``00009.jpg``)."""
     for d in ("color", "depth", "pose", "intrinsic"):
         (root / d).mkdir(parents=True, exist_ok=True)
     _write_matrix(root / "intrinsic" / "intrinsic_color.txt", K_COLOR)
     _write_matrix(root / "intrinsic" / "intrinsic_depth.txt", K_DEPTH)
-    for k, i in enumerate(FRAME_IDS + (LOST_ID,)):
+    for k, frame_id in enumerate(FRAME_IDS + (LOST_ID,)):
+        i = f"{frame_id:0{pad}d}"
         color = np.full((48, 64, 3), 128, np.uint8)
         depth = np.full((24, 32), BACKGROUND_MM, np.uint16)
         depth[0] = 0  # unknown
@@ -67,21 +72,24 @@ def _write_scene(root: Path, labels: bool = True) -> None:
             depth[b, a + 2] = round(z * 1000)
         Image.fromarray(color).save(root / "color" / f"{i}.jpg", quality=100, subsampling=0)
         Image.fromarray(depth).save(root / "depth" / f"{i}.png")
-        pose = np.full((4, 4), -np.inf) if i == LOST_ID else _pose(k)
+        pose = np.full((4, 4), -np.inf) if frame_id == LOST_ID else _pose(k)
         _write_matrix(root / "pose" / f"{i}.txt", pose)
+    if not with_depth:
+        shutil.rmtree(root / "depth")
+        (root / "intrinsic" / "intrinsic_depth.txt").unlink()
     if labels:
         (root / "label-filt").mkdir()
         nyu = np.zeros((48, 64), np.uint16)  # row 0..1: 0 (unannotated)
         nyu[2:, :31] = 1  # wall -> 0; odd boundaries: output pixel c samples colour pixel 2c + 1
         nyu[2:23, 31:] = 39  # otherfurniture -> 19
         nyu[23:, 31:] = 13  # pillow: not a benchmark class -> ignore
-        for i in FRAME_IDS + (LOST_ID,):
-            Image.fromarray(nyu).save(root / "label-filt" / f"{i}.png")
+        for frame_id in FRAME_IDS + (LOST_ID,):
+            Image.fromarray(nyu).save(root / "label-filt" / f"{frame_id:0{pad}d}.png")
 
 
 def _read(root: Path, **kwargs):
     kwargs.setdefault("label_map", "nyu40")  # the test pngs hold NYU40 ids unless a test says otherwise
-    with pytest.warns(UserWarning, match=r"dropped 1 of \d+ frames .*: 5\.txt$"):
+    with pytest.warns(UserWarning, match=r"dropped 1 of \d+ frames .*: 0*5\.txt$"):
         return read_scannet_frames(root, **kwargs)
 
 
@@ -127,6 +135,45 @@ def test_image_size_keeps_native_intrinsics(tmp_path):
         uv, _ = project(torch.tensor(_world_point(a, b, z, _pose(FRAME_IDS.index(9)))[None]), views.K[v], views.c2w[v])
         np.testing.assert_allclose(uv[0].numpy(), [2 * a + 0.5, 2 * b + 0.5], atol=1e-3)
         np.testing.assert_allclose(_block_centroid(views.images[v], rgb), [2 * a + 0.5, 2 * b + 0.5], atol=1e-6)
+
+
+def test_colour_pose_and_intrinsics_without_depth(tmp_path):
+    _write_scene(tmp_path, with_depth=False)
+    views = _read(tmp_path)
+    assert views.depth is None and views.near_far is None
+    assert views.names == ["0", "2", "9", "10"]
+    assert views.images.shape == (4, 48, 64, 3)  # the colour frames' size: no depth frames to follow
+    torch.testing.assert_close(views.K[0], torch.as_tensor(K_COLOR[:3, :3], dtype=torch.float32))
+    for v, name in enumerate(views.names):
+        k = FRAME_IDS.index(int(name))
+        np.testing.assert_allclose(views.c2w[v].numpy(), _pose(k), atol=1e-6)
+        for a, b, z, rgb in _blocks(k):
+            uv, _ = project(torch.tensor(_world_point(a, b, z, _pose(k))[None]), views.K[v], views.c2w[v])
+            np.testing.assert_allclose(uv[0].numpy(), [2 * a + 0.5, 2 * b + 0.5], atol=1e-3)
+            np.testing.assert_allclose(_block_centroid(views.images[v], rgb), [2 * a + 0.5, 2 * b + 0.5], atol=1e-6)
+    expected = torch.full((48, 64), IGNORE_INDEX)  # label pngs at their own size: no resampling
+    expected[2:, :31] = SCANNET20_CLASS_NAMES.index("wall")
+    expected[2:23, 31:] = SCANNET20_CLASS_NAMES.index("otherfurniture")
+    assert (views.labels == expected).all()
+
+
+def test_load_scene_without_depth_uses_the_default_near_far(tmp_path):
+    _write_scene(tmp_path, labels=False, with_depth=False)
+    cfg = DataSection(source="scannet_frames", root=str(tmp_path), held_out=1, image_size=(12, 16))
+    with pytest.warns(UserWarning, match="dropped 1"):
+        scene = load_scene(cfg)
+    assert scene.train.depth is None and scene.near_far == (0.1, 10.0)
+
+
+def test_zero_padded_frame_names_read_like_plain_ones(tmp_path):
+    _write_scene(tmp_path / "plain")
+    _write_scene(tmp_path / "padded", pad=5)
+    assert sorted(p.name for p in (tmp_path / "padded" / "pose").iterdir())[:2] == ["00000.txt", "00002.txt"]
+    plain, padded = _read(tmp_path / "plain"), _read(tmp_path / "padded")
+    assert padded.names == ["00000", "00002", "00009", "00010"]
+    for key in ("images", "K", "c2w", "depth", "labels"):
+        assert torch.equal(getattr(padded, key), getattr(plain, key)), key
+    assert padded.near_far == plain.near_far == pytest.approx((0.8 * 4.0, 1.2 * 4.0))
 
 
 def test_frame_skip_applies_before_dropping_lost_poses(tmp_path):
@@ -192,6 +239,17 @@ def _missing_label(root: Path) -> Path:
     return root / "label-filt" / "10.png"
 
 
+def _missing_depth_intrinsics(root: Path) -> Path:
+    (root / "intrinsic" / "intrinsic_depth.txt").unlink()  # depth/ is there, so its camera is needed
+    return root / "intrinsic" / "intrinsic_depth.txt"
+
+
+def _same_id_twice(root: Path) -> Path:
+    (root / "color" / "9.jpg").rename(root / "color" / "009.jpg")
+    shutil.copy(root / "color" / "009.jpg", root / "color" / "9.jpg")
+    return root / "color"
+
+
 def _all_lost(root: Path) -> Path:
     for i in FRAME_IDS:
         _write_matrix(root / "pose" / f"{i}.txt", np.full((4, 4), -np.inf))
@@ -203,6 +261,8 @@ def _all_lost(root: Path) -> Path:
     (_missing_intrinsics, FileNotFoundError, "missing"), (_no_frames, FileNotFoundError, "found none"),
     (_missing_depth, FileNotFoundError, "missing"), (_missing_label, FileNotFoundError, "missing"),
     (_all_lost, ValueError, "no frame has a finite pose"),
+    (_missing_depth_intrinsics, FileNotFoundError, "missing"),
+    (_same_id_twice, InputError, "1 ids written twice: 009.jpg and 9.jpg"),
 ])
 @pytest.mark.filterwarnings("ignore:.*dropped 4 of 4 frames:UserWarning")
 def test_bad_inputs_name_the_file(tmp_path, breaker, error, what):

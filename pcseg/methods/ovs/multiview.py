@@ -26,15 +26,18 @@ centres at integer coordinates).
   --export_intrinsics``), plus the optional extracted ``<scene>_2d-label-filt.zip``::
 
       scene/color/<i>.jpg                    RGB frames (1296x968), i = integer frame id
-      scene/depth/<i>.png                    uint16 depth in mm (640x480), 0 = unknown
+      scene/depth/<i>.png                    optional: uint16 depth in mm (640x480), 0 = unknown
       scene/pose/<i>.txt                     4x4 camera-to-world, OpenCV axes; -inf = tracking lost
       scene/intrinsic/intrinsic_color.txt    4x4, K of the colour camera in the top-left 3x3
-      scene/intrinsic/intrinsic_depth.txt    4x4, K of the depth camera
+      scene/intrinsic/intrinsic_depth.txt    4x4, K of the depth camera (needed with depth/ only)
       scene/label-filt/<i>.png               optional uint16 ScanNet raw label ids, mapped through
                                              ``scannetv2-labels.combined.tsv`` (found beside the scene,
                                              or given; ``label_map="nyu40"`` for NYU40-id pngs)
 
-  Frames are sorted by integer id (9 before 10). Both K files are taken in this module's
+  ``<i>`` is the integer id as written, with or without leading zeros (``0.jpg`` or ``00000.jpg``);
+  pose, depth and label files share the colour frame's name stem. Frames are sorted by integer id
+  (9 before 10). Without ``depth/`` (colour + pose + colour intrinsics, as many exports ship them)
+  the views have no depth and no near/far bounds. Both K files are taken in this module's
   convention (integer pixel centres). The depth camera is assumed to share the colour camera's
   centre and orientation (ScanNet registers them), so each output pixel takes, by nearest
   neighbour, the depth pixel on the same ray through the depth intrinsics.
@@ -56,6 +59,7 @@ from torch import Tensor
 from pcseg.data.formats import IGNORE_INDEX
 from pcseg.data.formats._common import remap_labels
 from pcseg.data.formats.scannet import SCANNET20_CLASS_NAMES, SCANNET20_NYU40_IDS, nyu40_to_scannet20
+from pcseg.utils.errors import InputError
 
 from .rays import look_at, project
 
@@ -350,14 +354,19 @@ def _raw_to_scannet20(label_map: Path) -> dict[int, int]:
 
 
 def _frame_files(color_dir: Path) -> list[tuple[int, Path]]:
-    """(frame id, colour file) pairs sorted by integer id."""
+    """(frame id, colour file) pairs sorted by integer id; ``00012.jpg`` is frame 12."""
     files = [p for p in color_dir.iterdir() if p.suffix.lower() in _IMAGE_SUFFIXES] if color_dir.is_dir() else []
     if not files:
         raise FileNotFoundError(f"{color_dir}: expected colour frames <id>.jpg, found none")
-    bad = [p.name for p in files if not p.stem.isdigit()]
+    bad = [p.name for p in files if not (p.stem.isascii() and p.stem.isdigit())]
     if bad:
-        raise ValueError(f"{color_dir}: expected colour frames named <integer id>.jpg, got {bad[:5]}")
-    return sorted((int(p.stem), p) for p in files)
+        raise InputError(f"{color_dir}: expected colour frames named <integer id>.jpg, got {bad[:5]}")
+    frames = sorted((int(p.stem), p) for p in files)
+    clashes = [f"{a.name} and {b.name}" for (i, a), (j, b) in zip(frames, frames[1:]) if i == j]
+    if clashes:
+        raise InputError(f"{color_dir}: expected one colour frame per id, got {len(clashes)} ids written twice: "
+                         f"{', '.join(clashes[:3])}")
+    return frames
 
 
 def _find_label_map(root: Path, label_dir: Path) -> Path:
@@ -373,14 +382,15 @@ def _find_label_map(root: Path, label_dir: Path) -> Path:
 
 def read_scannet_frames(root: str | Path, frame_skip: int = 1, image_size: tuple[int, int] | None = None,
                         label_map: str | Path | None = None) -> PosedViews:
-    """Read one ScanNet scene's exported RGB-D frames (layout in the module docstring).
+    """Read one ScanNet scene's exported frames (layout in the module docstring).
 
     Args:
-        root: the scene folder holding ``color/``, ``depth/``, ``pose/``, ``intrinsic/``
-            (and optionally ``label-filt/``).
+        root: the scene folder holding ``color/``, ``pose/``, ``intrinsic/`` (and optionally
+            ``depth/`` and ``label-filt/``).
         frame_skip: keep every ``frame_skip``-th frame of the id-sorted colour frames (before frames
             with a non-finite pose are dropped, so the kept ids do not shift).
-        image_size: output ``(H, W)``; default the depth frames' size (640x480 in ScanNet).
+        image_size: output ``(H, W)``; default the depth frames' size (640x480 in ScanNet), or the
+            colour frames' size without ``depth/``.
         label_map: how the label pngs' ids are read: the path of ``scannetv2-labels.combined.tsv``
             (ScanNet raw ids, what ``label-filt`` holds in a download); ``"nyu40"`` (the pngs hold
             NYU40 ids); None looks for the tsv in ``root``, its parent and grandparent and raises
@@ -390,10 +400,11 @@ def read_scannet_frames(root: str | Path, frame_skip: int = 1, image_size: tuple
 
     Returns:
         :class:`PosedViews`: images (V, H, W, 3) float32 (bilinear resize); K (V, 3, 3) the colour
-        intrinsics scaled to (H, W); c2w (V, 4, 4); names the frame ids; depth (V, H, W) float32
-        metres (nearest, 0 = unknown); labels (V, H, W) int64 (nearest) or None without
-        ``label-filt/``; class_names the 20 ScanNet classes; near_far from the valid depths:
-        ``(0.8 * 5th percentile, 1.2 * 95th percentile)``.
+        intrinsics scaled to (H, W); c2w (V, 4, 4); names the colour frames' name stems; depth
+        (V, H, W) float32 metres (nearest, 0 = unknown), or None without ``depth/``; labels
+        (V, H, W) int64 (nearest) or None without ``label-filt/``; class_names the 20 ScanNet
+        classes; near_far from the valid depths: ``(0.8 * 5th percentile, 1.2 * 95th percentile)``,
+        or None without ``depth/``.
 
     Frames whose pose is not finite (ScanNet writes ``-inf`` where tracking was lost) are dropped
     with a warning naming them. Missing or malformed files raise errors naming the file.
@@ -403,57 +414,54 @@ def read_scannet_frames(root: str | Path, frame_skip: int = 1, image_size: tuple
         raise ValueError(f"read_scannet_frames: frame_skip expected >= 1, got {frame_skip}")
     frames = _frame_files(root / "color")[::frame_skip]
     K_color = _read_matrix(root / "intrinsic" / "intrinsic_color.txt", "colour intrinsics")
-    K_depth = _read_matrix(root / "intrinsic" / "intrinsic_depth.txt", "depth intrinsics")
+    depth_dir = root / "depth"
+    has_depth = depth_dir.is_dir()
+    K_depth = _read_matrix(root / "intrinsic" / "intrinsic_depth.txt", "depth intrinsics") if has_depth else None
     poses, lost = [], []
-    for i, color_file in frames:
-        pose_file = root / "pose" / f"{i}.txt"
+    for _, color_file in frames:
+        pose_file = root / "pose" / f"{color_file.stem}.txt"
         if not pose_file.is_file():
             raise FileNotFoundError(f"{pose_file}: missing (4x4 camera-to-world pose of {color_file})")
         pose = _read_matrix(pose_file, "camera-to-world pose")
-        (poses if np.isfinite(pose).all() else lost).append((i, color_file, pose_file, pose))
+        (poses if np.isfinite(pose).all() else lost).append((color_file, pose_file, pose))
     if lost:
         warnings.warn(f"{root / 'pose'}: dropped {len(lost)} of {len(frames)} frames whose pose is not finite "
-                      f"(tracking lost): {', '.join(p.name for _, _, p, _ in lost)}", stacklevel=2)
+                      f"(tracking lost): {', '.join(p.name for _, p, _ in lost)}", stacklevel=2)
     if not poses:
         raise ValueError(f"{root / 'pose'}: no frame has a finite pose ({len(frames)} read)")
 
-    first_depth = _read_depth_mm(root / "depth" / f"{poses[0][0]}.png")
-    size = tuple(image_size) if image_size is not None else first_depth.shape
+    with Image.open(poses[0][0]) as im:
+        color_size = im.size
+    first_depth = _read_depth_mm(depth_dir / f"{poses[0][0].stem}.png") if has_depth else None
+    if image_size is not None:
+        size = tuple(image_size)
+    else:
+        size = first_depth.shape if has_depth else color_size[::-1]
     if len(size) != 2 or min(size) < 1:
         raise ValueError(f"read_scannet_frames: image_size expected (H, W) > 0, got {image_size}")
     height, width = int(size[0]), int(size[1])
     label_dir = root / "label-filt"
-    images, depths, raw_labels, color_size = [], [], [], None
-    for i, color_file, _, _ in poses:
+    images, depths, raw_labels = [], [], []
+    for color_file, _, _ in poses:
         with Image.open(color_file) as im:
-            if color_size is None:
-                color_size = im.size
-            elif im.size != color_size:
+            if im.size != color_size:
                 raise ValueError(f"{color_file}: expected {color_size[0]}x{color_size[1]} like the first colour "
                                  f"frame (one intrinsic_color.txt), got {im.size[0]}x{im.size[1]}")
             rgb = im.convert("RGB").resize((width, height), Image.BILINEAR)
         images.append(np.asarray(rgb, dtype=np.float32) / 255.0)
-        depths.append(first_depth if not depths else _read_depth_mm(root / "depth" / f"{i}.png"))
+        if has_depth:
+            depths.append(first_depth if not depths else _read_depth_mm(depth_dir / f"{color_file.stem}.png"))
         if label_dir.is_dir():
-            label_file = label_dir / f"{i}.png"
+            label_file = label_dir / f"{color_file.stem}.png"
             if not label_file.is_file():
                 raise FileNotFoundError(f"{label_file}: missing (uint16 label png of {color_file})")
             with Image.open(label_file) as im:
                 raw_labels.append(_nearest_resize(np.asarray(im, dtype=np.int64), (height, width)))
     K = _scale_intrinsics(K_color, width / color_size[0], height / color_size[1])
-
-    rows, cols, inside = _depth_lookup(K, K_depth, (height, width), first_depth.shape)  # one depth camera
-    depth_out = np.zeros((len(poses), height, width), dtype=np.float32)
-    for v, (d, (i, _, _, _)) in enumerate(zip(depths, poses)):
-        if d.shape != first_depth.shape:
-            raise ValueError(f"{root / 'depth' / f'{i}.png'}: expected {first_depth.shape[1]}x{first_depth.shape[0]} "
-                             f"like the first depth frame (one intrinsic_depth.txt), got {d.shape[1]}x{d.shape[0]}")
-        depth_out[v] = np.where(inside, d[rows, cols], 0.0)
-    valid = depth_out[depth_out > 0]
-    if valid.size == 0:
-        raise ValueError(f"{root / 'depth'}: no valid (non-zero) depth in the {len(poses)} frames read")
-    p5, p95 = np.percentile(valid, [5, 95])
-    near_far = (float((1 - _NEAR_FAR_MARGIN) * p5), float((1 + _NEAR_FAR_MARGIN) * p95))
+    depth_out, near_far = None, None
+    if has_depth:
+        depth_out, near_far = _register_depth(depths, [c.stem for c, _, _ in poses], depth_dir, K, K_depth,
+                                              (height, width))
 
     labels = None
     if raw_labels:
@@ -464,7 +472,27 @@ def read_scannet_frames(root: str | Path, frame_skip: int = 1, image_size: tuple
             tsv = Path(label_map) if label_map is not None else _find_label_map(root, label_dir)
             mapped, _ = remap_labels(stacked.reshape(-1), _raw_to_scannet20(tsv), str(label_dir), "label")
         labels = torch.from_numpy(mapped.reshape(stacked.shape))
-    c2w = torch.as_tensor(np.stack([pose for _, _, _, pose in poses]), dtype=torch.float32)
+    c2w = torch.as_tensor(np.stack([pose for _, _, pose in poses]), dtype=torch.float32)
     K_all = torch.as_tensor(K, dtype=torch.float32).expand(len(poses), 3, 3).clone()
-    return PosedViews(torch.from_numpy(np.stack(images)), K_all, c2w, [str(i) for i, _, _, _ in poses], labels,
-                      torch.from_numpy(depth_out), SCANNET20_CLASS_NAMES, near_far)
+    return PosedViews(torch.from_numpy(np.stack(images)), K_all, c2w, [c.stem for c, _, _ in poses], labels,
+                      depth_out, SCANNET20_CLASS_NAMES, near_far)
+
+
+def _register_depth(depths: list[np.ndarray], stems: list[str], depth_dir: Path, K: np.ndarray,
+                    K_depth: np.ndarray, size: tuple[int, int]) -> tuple[Tensor, tuple[float, float]]:
+    """Depth frames (each (h, w) float32 metres, one depth camera ``K_depth``) seen through the
+    output camera ``K`` (3, 3) at ``size`` (H, W): (V, H, W) float32 metres (0 = unknown) and the
+    scene's near/far bounds from the valid depths (``_NEAR_FAR_MARGIN``)."""
+    rows, cols, inside = _depth_lookup(K, K_depth, size, depths[0].shape)
+    depth_out = np.zeros((len(depths), *size), dtype=np.float32)
+    for v, (d, stem) in enumerate(zip(depths, stems)):
+        if d.shape != depths[0].shape:
+            raise ValueError(f"{depth_dir / f'{stem}.png'}: expected {depths[0].shape[1]}x{depths[0].shape[0]} "
+                             f"like the first depth frame (one intrinsic_depth.txt), got {d.shape[1]}x{d.shape[0]}")
+        depth_out[v] = np.where(inside, d[rows, cols], 0.0)
+    valid = depth_out[depth_out > 0]
+    if valid.size == 0:
+        raise ValueError(f"{depth_dir}: no valid (non-zero) depth in the {len(depths)} frames read")
+    p5, p95 = np.percentile(valid, [5, 95])
+    near_far = (float((1 - _NEAR_FAR_MARGIN) * p5), float((1 + _NEAR_FAR_MARGIN) * p95))
+    return torch.from_numpy(depth_out), near_far
