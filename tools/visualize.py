@@ -5,18 +5,23 @@
 
 Evaluates the checkpoint on the config's validation split (point level), then writes
 ``DIR/<scene>.png``, ``DIR/<scene>_pred.ply`` and ``DIR/<scene>_gt.ply`` for the chosen scenes
-(default: the first validation scene). Open3D renders offscreen; without it, matplotlib does.
+(default: the first validation scene), coloured with the dataset's palette (ScanNet, S3DIS and
+SemanticKITTI have their own; other data a generic one), the PNG with a legend of the classes
+present. Open3D renders offscreen; without it, matplotlib does.
 """
 from __future__ import annotations
 
 import argparse
 from pathlib import Path
-from typing import Optional, Sequence
+from typing import Any, Optional, Sequence
 
 import numpy as np
 
-from pcseg.engine.build import build_dataset, evaluate_checkpoint, setup_runtime
-from pcseg.engine.config import Config, exit_on_config_error, load_config
+from pcseg.data.datasets import DatasetWrapper
+from pcseg.data.formats import S3DISReader, ScanNetReader, SemanticKITTIReader
+from pcseg.engine.build import build_dataset, config_section, evaluate_checkpoint, setup_runtime
+from pcseg.engine.cli import tool_errors
+from pcseg.engine.config import Config, load_config
 from pcseg.engine.distributed import shutdown
 from pcseg.engine.metrics import format_table
 from pcseg.methods import build_method
@@ -33,10 +38,27 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
     return parser.parse_args(argv)
 
 
+_READER_PALETTES = ((ScanNetReader, "scannet"), (S3DISReader, "s3dis"), (SemanticKITTIReader, "semantickitti"))
+"""Reader type -> name of its dataset palette in ``pcseg.vis.PALETTES``."""
+
+
+def dataset_palette(dataset: Any) -> np.ndarray:
+    """(C, 3) uint8: the palette of the benchmark ``dataset`` reads (through any wrappers), else a
+    generic one of its class count."""
+    base = dataset
+    while isinstance(base, DatasetWrapper):
+        base = base.base
+    reader = getattr(base, "reader", None)
+    for reader_type, name in _READER_PALETTES:
+        if isinstance(reader, reader_type):
+            return get_palette(name)
+    return get_palette(dataset.num_classes)
+
+
 def render_scenes(cfg: Config, prediction_dir: Path, scenes: Sequence[str], out: Path) -> list[Path]:
     """Render saved point predictions (``<prediction_dir>/<scene>.npy``) of validation scenes."""
     dataset = build_dataset(cfg, cfg.data.val, train=False)
-    palette = get_palette(dataset.num_classes)
+    palette = dataset_palette(dataset)
     index = {dataset.scene_name(i): i for i in range(len(dataset))}
     written = []
     for name in scenes:
@@ -44,29 +66,31 @@ def render_scenes(cfg: Config, prediction_dir: Path, scenes: Sequence[str], out:
             raise SystemExit(f"error: scene {name!r} is not in the validation split; first ones: {list(index)[:5]}")
         sample = dataset[index[name]]
         pred = np.load(prediction_dir / f"{name}.npy")
-        paths = save_prediction_views(sample["points"].numpy(), pred, sample["point_labels"].numpy(), out, name, palette)
+        paths = save_prediction_views(sample["points"].numpy(), pred, sample["point_labels"].numpy(), out, name,
+                                      palette, class_names=dataset.class_names)
         written.append(paths["png"])
     return written
 
 
 def main(argv: Optional[Sequence[str]] = None) -> list[Path]:
     args = parse_args(argv)
-    with exit_on_config_error(args.config):
+    with tool_errors(args.config):
         cfg = load_config(args.config, args.overrides)
-    out = Path(args.out) if args.out else Path(args.checkpoint).parent / "vis"
-    runtime = setup_runtime(cfg)
-    try:
-        with exit_on_config_error(args.config):
-            metrics, class_names = evaluate_checkpoint(cfg, build_method(cfg.method), runtime, args.checkpoint,
+        out = Path(args.out) if args.out else Path(args.checkpoint).parent / "vis"
+        runtime = setup_runtime(cfg)
+        try:
+            with config_section("method"):
+                method = build_method(cfg.method)
+            metrics, class_names = evaluate_checkpoint(cfg, method, runtime, args.checkpoint,
                                                        save_dir=out / "predictions")
-        print(format_table(metrics, class_names))
-        scenes = args.scenes or [build_dataset(cfg, cfg.data.val, train=False).scene_name(0)]
-        written = render_scenes(cfg, out / "predictions", scenes, out)
-        for path in written:
-            print(f"wrote {path}")
-        return written
-    finally:
-        shutdown(runtime.dist)
+            print(format_table(metrics, class_names))
+            scenes = args.scenes or [build_dataset(cfg, cfg.data.val, train=False).scene_name(0)]
+            written = render_scenes(cfg, out / "predictions", scenes, out)
+            for path in written:
+                print(f"wrote {path}")
+            return written
+        finally:
+            shutdown(runtime.dist)
 
 
 if __name__ == "__main__":

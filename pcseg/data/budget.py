@@ -8,10 +8,16 @@ A budget is a directory::
     <scene>.labels.npy            kind ``annotated`` only: (K,) int64 class ids of those points, in the
                                   same order (a person's labels, :meth:`Budget.labels`)
 
-Indices refer to the raw points in the order the reader returns them. Each scene's label hash (of
-the reader's labels, also for ``annotated`` budgets) is checked when the budget is applied
-(:meth:`Budget.mask`), so a budget cannot silently be used on other data; for scans without labels
-(every point ignore) the hash still pins the number of points. Kinds:
+Indices refer to the raw points in the order the reader returns them (after it dropped points with
+non-finite values, ``pcseg.data.formats._common.drop_nonfinite``). Each scene's point count and label
+hash (of the reader's labels, also for ``annotated`` budgets) are checked when the budget is applied
+(:meth:`Budget.mask`), so a budget cannot silently be used on other data, nor on data from which the
+reader now drops other points (that would shift every index); for scans without labels (every point
+ignore) the hash still pins the number of points.
+
+:func:`load_budget` validates every scene's files against the contract above (integer (K,) arrays,
+indices in [0, points) sorted and unique, labels class ids or ignore) and raises
+:class:`~pcseg.utils.errors.InputError` naming the file, the scene and the offending values. Kinds:
 
 - ``ratio``: per scene and per present class c, ``max(int(n_c * amount), 1)`` points drawn
   uniformly among the points of class c.
@@ -40,6 +46,7 @@ import numpy as np
 
 from pcseg.data.formats import IGNORE_INDEX
 from pcseg.utils.atomic import atomic_path
+from pcseg.utils.errors import InputError
 
 __all__ = [
     "KINDS", "INDEX_KINDS", "LABEL_KINDS", "MANIFEST", "LABELS_SUFFIX", "Budget", "Reader", "load_budget",
@@ -105,20 +112,33 @@ def sample_points_per_scene(segment: np.ndarray, count: int, rng: np.random.Gene
     return np.sort(rng.choice(labelled, size=count, replace=False))
 
 
+_SHOWN = 5
+"""How many offending values an error message lists."""
+
+
+def _shown(values: np.ndarray) -> str:
+    """The first few of (M,) ``values`` as ``[a, b, ...]`` for an error message."""
+    return str(values[:_SHOWN].tolist())[:-1] + (", ...]" if len(values) > _SHOWN else "]")
+
+
 class Budget:
     """A budget directory opened by :func:`load_budget`.
 
     manifest: the parsed ``manifest.json``; ``kind``, ``amount``, ``seed`` and ``scenes`` mirror it.
     Kind ``annotated`` also holds the labels of its points (:meth:`labels`, :meth:`labelled_segment`).
+    num_classes: class count the labels of an ``annotated`` budget are checked against (None: only
+    that they are >= 0 or the manifest's ``ignore_index``).
     """
 
-    def __init__(self, root: Path, manifest: dict[str, Any]) -> None:
+    def __init__(self, root: Path, manifest: dict[str, Any], num_classes: int | None = None) -> None:
         self.root = root
         self.manifest = manifest
         self.kind: str = manifest["kind"]
         self.amount: float | int = manifest["amount"]
         self.seed: int | None = manifest["seed"]
         self.scenes: list[str] = list(manifest["scenes"])
+        self.num_classes = num_classes
+        self.ignore_index: int = manifest.get("ignore_index", IGNORE_INDEX)
 
     @property
     def manifest_path(self) -> Path:
@@ -129,37 +149,107 @@ class Budget:
             raise KeyError(f"{self.manifest_path}: scene {scene!r} is not in this budget "
                            f"({len(self.scenes)} scenes of {self.manifest['reader']})")
 
-    def _load(self, scene: str, suffix: str, what: str) -> np.ndarray:
-        """The (K,) int64 array of ``scene`` in file ``scene_filename(scene, suffix)``."""
+    def num_points(self, scene: str) -> int:
+        """The number of points of ``scene`` the budget was made for (``counts.per_scene`` of the manifest)."""
+        self._check_scene(scene)
+        n: Any = self.manifest["counts"]
+        for key in ("per_scene", scene, "points"):
+            n = n.get(key) if isinstance(n, dict) else None
+        if isinstance(n, bool) or not isinstance(n, int) or n < 0:
+            raise InputError(f"{self.manifest_path}: counts.per_scene[{scene!r}].points: expected the scene's "
+                             f"point count (an int >= 0), found {n!r}")
+        return n
+
+    def _load(self, scene: str, suffix: str, what: str) -> tuple[Path, np.ndarray]:
+        """The file ``scene_filename(scene, suffix)`` of ``scene`` and its (K,) integer array, as stored."""
         self._check_scene(scene)
         path = self.root / scene_filename(scene, suffix)
         if not path.is_file():
             raise FileNotFoundError(f"{self.manifest_path}: lists scene {scene!r} but {path} is missing")
-        array = np.load(path)
-        if array.ndim != 1 or array.dtype != np.int64:
-            raise ValueError(f"{path}: expected (K,) int64 {what}, got shape {array.shape} dtype {array.dtype}")
-        return array
+        try:
+            array = np.load(path, allow_pickle=False)
+        except (ValueError, OSError, EOFError) as err:
+            raise InputError(f"{path}: scene {scene!r}: expected a .npy file of {what}, "
+                             f"found one numpy cannot read ({err})") from None
+        if not isinstance(array, np.ndarray) or array.ndim != 1 or not np.issubdtype(array.dtype, np.integer):
+            found = (f"shape {array.shape} dtype {array.dtype}" if isinstance(array, np.ndarray)
+                     else f"a {type(array).__name__}")
+            raise InputError(f"{path}: scene {scene!r}: {what} expected a (K,) integer array (int64), found {found}")
+        return path, array
 
     def indices(self, scene: str) -> np.ndarray:
-        """(K,) int64 sorted unique indices into the raw points of ``scene``."""
-        return self._load(scene, ".npy", "indices")
+        """(K,) int64 sorted unique indices into the raw points of ``scene``.
+
+        Raises InputError naming the file, the scene and the offending values unless they lie in
+        [0, :meth:`num_points`) and are sorted ascending without repeats.
+        """
+        path, idx = self._load(scene, ".npy", "indices")
+        n = self.num_points(scene)
+        where = f"{path}: scene {scene!r}: indices"
+        for bad, what in ((idx < 0, "negative"), (idx >= n, f">= {n}")):
+            if bad.any():
+                raise InputError(f"{where} expected in [0, {n}) (the scene's point count), "
+                                 f"found {int(bad.sum())} {what}: {_shown(idx[bad])}")
+        idx = idx.astype(np.int64)
+        values, counts = np.unique(idx, return_counts=True)
+        if (counts > 1).any():
+            raise InputError(f"{where} expected unique, found {int((counts > 1).sum())} repeated: "
+                             f"{_shown(values[counts > 1])}")
+        descending = np.flatnonzero(np.diff(idx) < 0)
+        if len(descending):
+            i = int(descending[0])
+            raise InputError(f"{where} expected sorted ascending, found {idx[i]} before {idx[i + 1]} "
+                             f"at position {i} ({len(descending)} such places)")
+        return idx
 
     def labels(self, scene: str) -> np.ndarray | None:
-        """(K,) int64 class ids of the points :meth:`indices` (same order): kind ``annotated``; else None."""
+        """(K,) int64 class ids of the points :meth:`indices` (same order): kind ``annotated``; else None.
+
+        Raises InputError naming the file, the scene and the offending values unless there is one
+        label per index, each in [0, ``num_classes``) or ``ignore_index``.
+        """
         if self.kind not in LABEL_KINDS:
             return None
-        labels = self._load(scene, LABELS_SUFFIX, "class ids")
-        if len(labels) != len(self.indices(scene)):
-            raise ValueError(f"{self.root / scene_filename(scene, LABELS_SUFFIX)}: expected one label per index "
-                             f"of {scene_filename(scene)}, got {len(labels)} labels")
-        return labels
+        path, labels = self._load(scene, LABELS_SUFFIX, "class ids")
+        n_indices = len(self.indices(scene))
+        if len(labels) != n_indices:
+            raise InputError(f"{path}: scene {scene!r}: expected one label per index of {scene_filename(scene)} "
+                             f"({n_indices}), found {len(labels)} labels")
+        upper = f"[0, {self.num_classes})" if self.num_classes is not None else ">= 0"
+        bad = (labels != self.ignore_index) & (labels < 0)
+        if self.num_classes is not None:
+            bad |= labels >= self.num_classes
+        if bad.any():
+            raise InputError(f"{path}: scene {scene!r}: labels expected class ids {upper} or {self.ignore_index} "
+                             f"(ignore), found {int(bad.sum())} others: {_shown(np.unique(labels[bad]))}")
+        return labels.astype(np.int64)
+
+    def validate(self) -> None:
+        """Check the files of every scene (:meth:`indices`, :meth:`labels`); raise InputError at the first fault."""
+        listed, hashed = set(self.scenes), set(self.manifest["label_hash"])
+        if listed != hashed:
+            raise InputError(f"{self.manifest_path}: label_hash: expected one entry per scene of 'scenes', "
+                             f"found {sorted(listed ^ hashed)[:_SHOWN]} in only one of them")
+        for scene in self.scenes:
+            self.indices(scene)
+            self.labels(scene)
 
     def verify(self, scene: str, segment: np.ndarray) -> None:
-        """Raise ValueError unless ``segment`` (N,) is the label array the budget was made from."""
+        """Raise InputError unless ``segment`` (N,) is the label array the budget was made from.
+
+        A different point count is named as such: the budget's indices would point at other points
+        (e.g. when the reader now drops points with non-finite coordinates or colours).
+        """
         self._check_scene(scene)
+        n = self.num_points(scene)
+        if len(segment) != n:
+            raise InputError(f"{self.manifest_path}: scene {scene!r}: the budget was made for {n} points, the "
+                             f"data has {len(segment)}, so its indices would label other points (points the "
+                             f"reader drops, e.g. with non-finite coordinates or colours, shift them); "
+                             f"make the budget again for this data")
         expected, got = self.manifest["label_hash"][scene], label_hash(segment)
         if got != expected:
-            raise ValueError(f"{self.manifest_path}: labels of scene {scene!r} do not match the budget "
+            raise InputError(f"{self.manifest_path}: labels of scene {scene!r} do not match the budget "
                              f"(expected {expected}, got {got}); it was made for "
                              f"{self.manifest['reader']} and cannot be applied to this data")
 
@@ -189,24 +279,35 @@ class Budget:
         return f"Budget({str(self.root)!r}, kind={self.kind!r}, amount={self.amount!r}, seed={self.seed!r})"
 
 
-def load_budget(path: str | os.PathLike) -> Budget:
+def load_budget(path: str | os.PathLike, *, num_classes: int | None = None) -> Budget:
     """Open a budget directory written by :func:`make_budget`, :func:`write_active_budget` or
-    :func:`write_annotated_budget`."""
+    :func:`write_annotated_budget`, and validate every scene's files (:meth:`Budget.validate`).
+
+    num_classes: the dataset's class count, which the labels of an ``annotated`` budget must lie
+    below (None: not checked against a class count). Faults raise InputError naming the file.
+    """
     root = Path(path)
     manifest_path = root / MANIFEST
     if not manifest_path.is_file():
         raise FileNotFoundError(f"{root}: not a budget directory, {MANIFEST} is missing")
-    with open(manifest_path, encoding="utf-8") as f:
-        manifest = json.load(f)
+    try:
+        with open(manifest_path, encoding="utf-8") as f:
+            manifest = json.load(f)
+    except (json.JSONDecodeError, UnicodeDecodeError) as err:
+        raise InputError(f"{manifest_path}: expected a JSON manifest, found unreadable text ({err})") from None
+    if not isinstance(manifest, dict):
+        raise InputError(f"{manifest_path}: expected a JSON object, found a {type(manifest).__name__}")
     version = manifest.get("format_version")
     if version != FORMAT_VERSION:
-        raise ValueError(f"{manifest_path}: format_version expected {FORMAT_VERSION}, got {version!r}")
-    missing = [k for k in ("kind", "amount", "seed", "reader", "scenes", "label_hash") if k not in manifest]
+        raise InputError(f"{manifest_path}: format_version expected {FORMAT_VERSION}, got {version!r}")
+    missing = [k for k in ("kind", "amount", "seed", "reader", "scenes", "label_hash", "counts") if k not in manifest]
     if missing:
-        raise ValueError(f"{manifest_path}: missing field(s) {', '.join(missing)}")
+        raise InputError(f"{manifest_path}: missing field(s) {', '.join(missing)}")
     if manifest["kind"] not in KINDS:
-        raise ValueError(f"{manifest_path}: kind expected one of {', '.join(KINDS)}, got {manifest['kind']!r}")
-    return Budget(root, manifest)
+        raise InputError(f"{manifest_path}: kind expected one of {', '.join(KINDS)}, got {manifest['kind']!r}")
+    budget = Budget(root, manifest, num_classes)
+    budget.validate()
+    return budget
 
 
 def _reader_info(reader: Reader) -> dict[str, Any]:

@@ -8,9 +8,10 @@ from pcseg.vis.palette import (
     error_colors,
     generic_palette,
     get_palette,
+    legend_entries,
 )
 from pcseg.vis.ply import save_ply
-from pcseg.vis.render import View, open3d_unavailable_reason, render, render_panels
+from pcseg.vis.render import LegendEntry, View, open3d_unavailable_reason, render, render_panels
 from pcseg.vis.scene import save_prediction_views
 
 __all__ = [
@@ -22,8 +23,10 @@ __all__ = [
     "error_colors",
     "generic_palette",
     "get_palette",
+    "legend_entries",
     "save_ply",
     "View",
+    "LegendEntry",
     "render",
     "render_panels",
     "open3d_unavailable_reason",

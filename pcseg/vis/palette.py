@@ -1,18 +1,23 @@
 """Class colour palettes and the label -> RGB mapping used by every pcseg picture and PLY file.
 
 A palette is a read-only ``(C, 3) uint8`` array: row ``c`` is the RGB colour of train id ``c``.
-The dataset palettes are the ones commonly used in papers and viewers for each benchmark, so a
-pcseg picture reads like the figures users already know. Points whose label is ``ignore_index``
+The dataset palettes are the official or customary ones of each benchmark, so a pcseg picture reads
+like the figures users already know: ScanNet's NYU40 colours (``create_color_palette`` of the ScanNet
+repository's ``BenchmarkScripts/util.py``) at the 20 benchmark ids, the S3DIS colours common to
+MMDetection3D and others, and SemanticKITTI's ``color_map`` of ``semantic-kitti.yaml`` (stored
+there as BGR, here as RGB) at the classes of ``learning_map_inv``. Points whose label is ``ignore_index``
 are drawn in :data:`IGNORE_COLOR` grey.
 """
 from __future__ import annotations
 
 import colorsys
+from collections.abc import Sequence
 
 import numpy as np
 
 __all__ = [
     "IGNORE_COLOR",
+    "IGNORE_LEGEND_NAME",
     "ERROR_CORRECT_COLOR",
     "ERROR_WRONG_COLOR",
     "ERROR_IGNORED_COLOR",
@@ -25,10 +30,14 @@ __all__ = [
     "colorize",
     "to_colors",
     "error_colors",
+    "legend_entries",
 ]
 
 IGNORE_COLOR = (128, 128, 128)
 """RGB of points labelled ``ignore_index``."""
+
+IGNORE_LEGEND_NAME = "ignored"
+"""Name of the legend entry of :data:`IGNORE_COLOR` (:func:`legend_entries`)."""
 
 ERROR_CORRECT_COLOR = (150, 150, 150)
 ERROR_WRONG_COLOR = (220, 30, 30)
@@ -223,3 +232,34 @@ def error_colors(pred: object, target: object, ignore_index: int = -100) -> np.n
     out[pred != target] = ERROR_WRONG_COLOR
     out[target == ignore_index] = ERROR_IGNORED_COLOR
     return out
+
+
+def legend_entries(label_arrays: Sequence[object], class_names: Sequence[str], palette: np.ndarray,
+                   ignore_index: int = -100) -> list[tuple[str, tuple[int, int, int]]]:
+    """The legend of the classes present in a picture: ``(name, (r, g, b))`` per class.
+
+    Args:
+        label_arrays: the (N_i,) integer label arrays drawn (e.g. prediction and ground truth).
+        class_names: name of each class id, ``len(palette)`` of them.
+        palette: (C, 3) uint8 colours of the class ids.
+        ignore_index: label drawn in :data:`IGNORE_COLOR`.
+
+    Returns:
+        One entry per class id present in any array, in id order, then ``("ignored", IGNORE_COLOR)``
+        when some label is ``ignore_index``; absent classes have no entry.
+    """
+    palette = np.asarray(palette)
+    if len(class_names) != len(palette):
+        raise ValueError(f"legend_entries: {len(class_names)} class names for a palette of {len(palette)} colours")
+    labels = np.concatenate([np.zeros(0, dtype=np.int64)] +
+                            [_labels_array(a, "legend_entries") for a in label_arrays])
+    ignored = labels == ignore_index
+    present = np.unique(labels[~ignored])
+    bad = present[(present < 0) | (present >= len(palette))]
+    if len(bad):
+        raise ValueError(f"legend_entries: labels outside [0, {len(palette)}) and not ignore_index={ignore_index}, "
+                         f"e.g. {int(bad[0])}")
+    entries = [(class_names[c], tuple(int(v) for v in palette[c])) for c in present]
+    if ignored.any():
+        entries.append((IGNORE_LEGEND_NAME, IGNORE_COLOR))
+    return entries

@@ -4,6 +4,10 @@ Both backends draw the same picture: unlit class colours on white, seen through 
 camera looking obliquely down (+z is up) and fitted to the cloud's bounding box, so a figure made
 on a machine without a working Open3D lines up with one made with it.
 
+A legend (a swatch and a name per class, :func:`pcseg.vis.palette.legend_entries`) can be added
+below the picture. Open3D's renderer draws no text, so for either backend the legend is composed
+into the PNG with PIL after rendering.
+
 Open3D's renderer needs a Vulkan driver (on a machine without a GPU, Mesa's lavapipe: Debian
 packages ``libvulkan1 mesa-vulkan-drivers``); without one it aborts the whole process rather than
 raising. So the first render of a process starts it once in a short subprocess and caches the
@@ -31,7 +35,7 @@ from PIL import Image, ImageDraw, ImageFont
 from .palette import to_colors
 from ..utils.atomic import atomic_path
 
-__all__ = ["View", "render", "render_panels", "open3d_unavailable_reason"]
+__all__ = ["View", "LegendEntry", "render", "render_panels", "open3d_unavailable_reason"]
 
 Backend = Literal["auto", "open3d", "matplotlib"]
 _BACKENDS = ("auto", "open3d", "matplotlib")
@@ -51,6 +55,16 @@ del renderer
 _TITLE_HEIGHT = 32
 _TITLE_FONT_SIZE = 20
 _SEPARATOR_COLOR = (200, 200, 200)
+
+LegendEntry = tuple[str, Sequence[int]]
+"""One legend row item: a class name and its RGB colour (3 ints in 0..255)."""
+
+_LEGEND_FONT_SIZE = 16
+_LEGEND_ROW = 26        # height of one row of entries, pixels
+_LEGEND_SWATCH = 16     # side of a colour square, pixels
+_LEGEND_PAD = 8         # border of the legend strip; also between a swatch and its name
+_LEGEND_GAP = 22        # between one entry's name and the next swatch
+_LEGEND_OUTLINE = (90, 90, 90)  # 1-pixel frame around each swatch, so light colours show on white
 
 
 @dataclass(frozen=True)
@@ -255,14 +269,50 @@ def _draw(points: object, panels: Sequence[object], palette: np.ndarray | None, 
     return _DRAW[used](points, colors, camera, width, height, point_size), used
 
 
-def _save_png(image: np.ndarray, path: str | Path) -> None:
+def _legend_strip(entries: Sequence[LegendEntry], width: int) -> Image.Image:
+    """A white strip ``width`` pixels wide: per entry a solid swatch of its colour, framed, then its
+    name, left to right in rows of :data:`_LEGEND_ROW` pixels (wrapped at ``width``)."""
+    font = ImageFont.load_default(size=_LEGEND_FONT_SIZE)
+    measure = ImageDraw.Draw(Image.new("RGB", (1, 1)))
+    places, x, y = [], _LEGEND_PAD, _LEGEND_PAD
+    for name, color in entries:
+        rgb = tuple(int(c) for c in color)
+        if len(rgb) != 3 or not all(0 <= c <= 255 for c in rgb):
+            raise ValueError(f"legend entry {name!r}: colour expected 3 ints in [0, 255], got {color!r}")
+        entry_width = _LEGEND_SWATCH + _LEGEND_PAD + math.ceil(measure.textlength(name, font=font))
+        if x > _LEGEND_PAD and x + entry_width > width - _LEGEND_PAD:
+            x, y = _LEGEND_PAD, y + _LEGEND_ROW
+        places.append((x, y, name, rgb))
+        x += entry_width + _LEGEND_GAP
+    strip = Image.new("RGB", (width, y + _LEGEND_ROW + _LEGEND_PAD), "white")
+    draw = ImageDraw.Draw(strip)
+    top = (_LEGEND_ROW - _LEGEND_SWATCH) // 2
+    for x, y, name, rgb in places:
+        draw.rectangle((x - 1, y + top - 1, x + _LEGEND_SWATCH, y + top + _LEGEND_SWATCH), outline=_LEGEND_OUTLINE)
+        draw.rectangle((x, y + top, x + _LEGEND_SWATCH - 1, y + top + _LEGEND_SWATCH - 1), fill=rgb)
+        draw.text((x + _LEGEND_SWATCH + _LEGEND_PAD, y + _LEGEND_ROW / 2), name, fill="black", font=font, anchor="lm")
+    return strip
+
+
+def _with_legend(picture: Image.Image, legend: Sequence[LegendEntry]) -> Image.Image:
+    """``picture`` with the strip of ``legend`` below it; ``picture`` itself when ``legend`` is empty."""
+    if not legend:
+        return picture
+    strip = _legend_strip(legend, picture.width)
+    sheet = Image.new("RGB", (picture.width, picture.height + strip.height), "white")
+    sheet.paste(picture, (0, 0))
+    sheet.paste(strip, (0, picture.height))
+    return sheet
+
+
+def _save_png(image: Image.Image, path: str | Path) -> None:
     with atomic_path(path) as tmp:
-        Image.fromarray(image).save(tmp, format="PNG")
+        image.save(tmp, format="PNG")
 
 
 def render(points: object, colors_or_labels: object, path: str | Path, palette: np.ndarray | None = None, *,
            width: int = 960, height: int = 720, view: View = View(), point_size: float = 2.5,
-           backend: Backend = "auto", ignore_index: int = -100) -> str:
+           backend: Backend = "auto", ignore_index: int = -100, legend: Sequence[LegendEntry] = ()) -> str:
     """Render a point cloud to a PNG file.
 
     Args:
@@ -275,19 +325,22 @@ def render(points: object, colors_or_labels: object, path: str | Path, palette: 
         point_size: point diameter in pixels.
         backend: ``"open3d"`` (raise if it cannot run), ``"matplotlib"``, or ``"auto"``: Open3D when
             it works here, else matplotlib with a ``RuntimeWarning`` naming why.
+        legend: (name, RGB) entries (e.g. :func:`pcseg.vis.palette.legend_entries`) drawn as swatches
+            and names in a strip below the picture, which then is taller than ``height``; none: no strip.
 
     Returns:
         The backend used: ``"open3d"`` or ``"matplotlib"``.
     """
     images, used = _draw(points, [colors_or_labels], palette, width, height, view, point_size, backend,
                          ignore_index)
-    _save_png(images[0], path)
+    _save_png(_with_legend(Image.fromarray(images[0]), legend), path)
     return used
 
 
 def render_panels(points: object, panels: Sequence[object], titles: Sequence[str], path: str | Path,
                   palette: np.ndarray | None = None, *, width: int = 640, height: int = 480, view: View = View(),
-                  point_size: float = 2.0, backend: Backend = "auto", ignore_index: int = -100) -> str:
+                  point_size: float = 2.0, backend: Backend = "auto", ignore_index: int = -100,
+                  legend: Sequence[LegendEntry] = ()) -> str:
     """Render one cloud several times side by side under titles, e.g. prediction | ground truth | errors.
 
     Args:
@@ -295,7 +348,8 @@ def render_panels(points: object, panels: Sequence[object], titles: Sequence[str
         panels: per panel, (N,) labels or (N, 3) colours (as in :func:`render`); for an error map
             pass :func:`pcseg.vis.palette.error_colors` of the prediction and ground truth.
         titles: one title per panel, drawn above it.
-        path: output ``.png``, ``len(panels) * width`` x ``height + 32`` pixels.
+        path: output ``.png``, ``len(panels) * width`` x ``height + 32`` pixels, plus the legend's
+            strip below (one for all panels) when ``legend`` is given.
         width, height: size of each panel in pixels; the other arguments are those of :func:`render`.
 
     Returns:
@@ -316,5 +370,5 @@ def render_panels(points: object, panels: Sequence[object], titles: Sequence[str
                   fill="black", font=font)
         if i:
             draw.line([(left, 0), (left, sheet.height - 1)], fill=_SEPARATOR_COLOR)
-    _save_png(np.asarray(sheet), path)
+    _save_png(_with_legend(sheet, legend), path)
     return used

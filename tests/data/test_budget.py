@@ -1,4 +1,5 @@
 import json
+import re
 
 import numpy as np
 import pytest
@@ -7,6 +8,7 @@ from pcseg.data.budget import (
     label_hash, load_budget, make_budget, sample_points_per_scene, scene_filename, write_active_budget,
     write_annotated_budget,
 )
+from pcseg.utils.errors import InputError
 
 IGNORE = -100
 
@@ -156,9 +158,9 @@ def test_annotated_budget_on_scans_without_labels(tmp_path):
     expected[[2, 7, 40]] = [1, 4, 0]
     assert segment.dtype == np.int64 and segment.tolist() == expected.tolist()
     assert budget.mask("a", np.full(50, IGNORE)).sum() == 3  # the all-ignore hash is checked ...
-    with pytest.raises(ValueError, match="labels of scene 'a' do not match"):
-        budget.mask("a", np.full(51, IGNORE))  # ... and pins the number of points
-    with pytest.raises(ValueError, match="labels of scene 'a' do not match"):
+    with pytest.raises(InputError, match="scene 'a': the budget was made for 50 points, the data has 51"):
+        budget.mask("a", np.full(51, IGNORE))  # ... and the number of points is checked too
+    with pytest.raises(InputError, match="scene 'a': the budget was made for 50 points, the data has 49"):
         budget.labelled_segment("a", np.full(49, IGNORE))
 
 
@@ -198,3 +200,114 @@ def test_annotated_budget_keeps_the_previous_points_and_refuses_repeats(tmp_path
                                {"scene0000_00": np.array([1])}, {}, reader=reader)
     with pytest.raises(ValueError, match="kind 'annotated' holds a person's labels; use write_annotated_budget"):
         make_budget(reader, "annotated", 1, seed=0, out_dir=tmp_path / "u")
+
+
+# --- validation of hand-written budget files (each fault names the file, the scene and the values) ---
+
+class ClassedReader(ArrayReader):
+    NUM_CLASSES = 8
+
+
+def _budget_with(tmp_path, scene: str, indices: object, labels: object | None = None, num_classes=None):
+    """A budget of ``_reader()`` whose files of ``scene`` are replaced by hand with ``np.save``; loaded."""
+    reader = _reader()
+    root = tmp_path / "b"
+    if labels is None:
+        make_budget(reader, "points_per_scene", 5, seed=0, out_dir=root)
+    else:
+        write_annotated_budget(root, {scene: np.array([1, 2])}, {scene: np.array([0, 1])}, {}, reader=reader)
+        np.save(root / scene_filename(scene, ".labels.npy"), labels)
+    np.save(root / scene_filename(scene), indices)
+    return root / scene_filename(scene), lambda: load_budget(root, num_classes=num_classes)
+
+
+@pytest.mark.parametrize("indices, message", [
+    (np.array([-4000, 5, 9]), r"indices expected in \[0, 3000\) \(the scene's point count\), found 1 negative: "
+                              r"\[-4000\]"),
+    (np.array([5, 3000, 3001]), r"indices expected in \[0, 3000\) \(the scene's point count\), found 2 >= 3000: "
+                                r"\[3000, 3001\]"),
+    (np.array([1, 5, 5, 9, 9]), r"indices expected unique, found 2 repeated: \[5, 9\]"),
+    (np.array([1, 9, 3, 100, 50]), r"indices expected sorted ascending, found 9 before 3 at position 1 "
+                                   r"\(2 such places\)"),
+    (np.array([1.0, 2.0]), r"indices expected a \(K,\) integer array \(int64\), found shape \(2,\) dtype float64"),
+    (np.array([[1, 2], [3, 4]]), r"indices expected a \(K,\) integer array \(int64\), found shape \(2, 2\) "
+                                 r"dtype int64"),
+    (np.array([True, False]), r"indices expected a \(K,\) integer array \(int64\), found shape \(2,\) dtype bool"),
+])
+def test_bad_index_files_are_input_errors_naming_file_scene_values(tmp_path, indices, message):
+    path, load = _budget_with(tmp_path, "Area_1/office_1", indices)
+    with pytest.raises(InputError, match=re.escape(f"{path}: scene 'Area_1/office_1': ") + message):
+        load()
+
+
+def test_unreadable_index_files_are_input_errors(tmp_path):
+    path, load = _budget_with(tmp_path, "08/000123", np.array([1, 2]))
+    np.save(path, np.array([{"not": "indices"}], dtype=object), allow_pickle=True)
+    with pytest.raises(InputError, match=re.escape(f"{path}: scene '08/000123': expected a .npy file of indices, "
+                                                   "found one numpy cannot read")):
+        load()
+    path.write_bytes(b"\x93NUMPY truncated")
+    with pytest.raises(InputError, match=re.escape(f"{path}: scene '08/000123': expected a .npy file of indices")):
+        load()
+
+
+def test_valid_index_files_of_other_integer_dtypes_load_as_int64(tmp_path):
+    for dtype in (np.int32, np.uint16, np.uint64):
+        _, load = _budget_with(tmp_path / dtype.__name__, "scene0000_00", np.array([0, 7, 2999], dtype=dtype))
+        idx = load().indices("scene0000_00")
+        assert idx.dtype == np.int64 and idx.tolist() == [0, 7, 2999]
+    _, load = _budget_with(tmp_path / "u64", "scene0000_00", np.array([3, 2**64 - 1], dtype=np.uint64))
+    with pytest.raises(InputError, match=r"found 1 >= 3000: \[18446744073709551615\]"):  # not wrapped to -1
+        load()
+
+
+@pytest.mark.parametrize("labels, num_classes, message", [
+    (np.array([0, 8]), 8, r"labels expected class ids \[0, 8\) or -100 \(ignore\), found 1 others: \[8\]"),
+    (np.array([-1, -7]), 8, r"labels expected class ids \[0, 8\) or -100 \(ignore\), found 2 others: \[-7, -1\]"),
+    (np.array([-3, 40]), None, r"labels expected class ids >= 0 or -100 \(ignore\), found 1 others: \[-3\]"),
+    (np.array([1, 2, 3]), 8, r"expected one label per index of scene0000_00\.npy \(2\), found 3 labels"),
+    (np.array([0.0, 1.0]), 8, r"class ids expected a \(K,\) integer array \(int64\), found shape \(2,\) "
+                              r"dtype float64"),
+])
+def test_bad_annotated_labels_are_input_errors_naming_file_scene_values(tmp_path, labels, num_classes, message):
+    _, load = _budget_with(tmp_path, "scene0000_00", np.array([1, 2]), labels, num_classes)
+    labels_path = tmp_path / "b" / "scene0000_00.labels.npy"
+    with pytest.raises(InputError, match=re.escape(f"{labels_path}: scene 'scene0000_00': ") + message):
+        load()
+
+
+def test_ignore_and_in_range_labels_load(tmp_path):
+    _, load = _budget_with(tmp_path, "scene0000_00", np.array([1, 2]), np.array([IGNORE, 7]), num_classes=8)
+    assert load().labels("scene0000_00").tolist() == [IGNORE, 7]
+    _, load = _budget_with(tmp_path / "n", "scene0000_00", np.array([1, 2]), np.array([0, 40]), num_classes=None)
+    assert load().labels("scene0000_00").tolist() == [0, 40]  # no class count given: only >= 0 is checked
+
+
+def test_dataset_checks_annotated_labels_against_its_class_count_when_built(tmp_path):
+    from pcseg.data.datasets import SegmentationDataset
+
+    reader = ClassedReader({"a": {"coord": np.zeros((4, 3), np.float32), "color": np.zeros((4, 3), np.float32),
+                                  "segment": np.full(4, IGNORE)}})
+    write_annotated_budget(tmp_path / "b", {"a": np.array([0, 3])}, {"a": np.array([7, 8])}, {}, reader=reader)
+    with pytest.raises(InputError, match=re.escape(str(tmp_path / "b" / "a.labels.npy")) +
+                       r": scene 'a': labels expected class ids \[0, 8\) or -100 \(ignore\), found 1 others: \[8\]"):
+        SegmentationDataset(reader, voxel_size=0.1, budget=tmp_path / "b")
+
+
+def test_manifest_faults_are_input_errors(tmp_path):
+    root = make_budget(_reader(), "points_per_scene", 5, seed=0, out_dir=tmp_path / "b").root
+    manifest = json.loads((root / "manifest.json").read_text())
+    (root / "manifest.json").write_text("{not json")
+    with pytest.raises(InputError, match=re.escape(f"{root / 'manifest.json'}: expected a JSON manifest")):
+        load_budget(root)
+    manifest["counts"]["per_scene"]["scene0000_00"]["points"] = -1
+    (root / "manifest.json").write_text(json.dumps(manifest))
+    with pytest.raises(InputError, match=r"counts.per_scene\['scene0000_00'\].points: expected the scene's point "
+                                         r"count \(an int >= 0\), found -1"):
+        load_budget(root)
+    del manifest["label_hash"]["08/000123"]
+    manifest["counts"]["per_scene"]["scene0000_00"]["points"] = 3000
+    (root / "manifest.json").write_text(json.dumps(manifest))
+    with pytest.raises(InputError,
+                       match=r"label_hash: expected one entry per scene of 'scenes', found \['08/000123'\]"):
+        load_budget(root)
