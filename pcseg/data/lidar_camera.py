@@ -1,7 +1,8 @@
 """LiDAR scans paired with their camera image, for image-to-LiDAR distillation (SLidR).
 
 :class:`LidarCameraDataset` wraps a :class:`~pcseg.data.datasets.SegmentationDataset` whose reader
-also has ``load_image(name)`` and ``load_calib(name)`` (e.g. SemanticKITTI). Each item projects the
+also has ``load_image(name)`` and ``load_calib(name)`` (e.g. SemanticKITTI, with or without labels:
+SLidR pre-training reads none, ``labels: false``). Each item projects the
 *raw* points into the image (:func:`~pcseg.data.projection.project_points`), takes the image's
 SLIC superpixels (:class:`~pcseg.data.superpixels.SuperpixelCache`), then applies the base
 dataset's transforms and voxelizes as usual. Transforms must keep every point (rotations, flips,
@@ -12,8 +13,8 @@ A sample is the base training sample (docs/contracts.md) plus
 =====================  ======================  ==============================================
 key                    shape / dtype           meaning
 =====================  ======================  ==============================================
-``image``              (3, H, W) uint8         RGB camera image
-``P2``, ``Tr``         (3, 4), (4, 4) float64  calibration (velodyne → pixels: ``P2 @ Tr``)
+``image``              (3, H, W) uint8         RGB camera image (the reader's camera: image_2 or image_3)
+``P``, ``Tr``          (3, 4), (4, 4) float64  calibration of that camera (velodyne → pixels: ``P @ Tr``)
 ``pixel``              (N, 2) int64            (column, row) of each point, -1 where not in the image
 ``superpixels``        (H, W) int64            superpixel id of each pixel, ``0 .. S-1``
 ``point_superpixel``   (N,) int64              superpixel of each point's pixel, -1 where none
@@ -23,15 +24,15 @@ key                    shape / dtype           meaning
 ``images`` (B, 3, Hmax, Wmax) uint8 zero-padded at the bottom/right, ``superpixels``
 (B, Hmax, Wmax) int64 with ids made unique over the batch (image b's ids offset by the superpixel
 counts of images 0..b-1) and -1 on padding, ``point_superpixel`` (ΣN,) int64 with the same
-offsets, ``pixel`` (ΣN, 2), ``P2`` (B, 3, 4), ``Tr`` (B, 4, 4) and ``num_superpixels`` (int, the
+offsets, ``pixel`` (ΣN, 2), ``P`` (B, 3, 4), ``Tr`` (B, 4, 4) and ``num_superpixels`` (int, the
 batch's total S).
 
 Config (``data.name: LidarCamera``)::
 
     data:
       name: LidarCamera
-      kwargs: {dataset: SemanticKITTI, root: data/semantickitti, voxel_size: 0.05,
-               superpixel_cache: data/semantickitti/superpixels}
+      kwargs: {dataset: SemanticKITTI, root: data/semantickitti, voxel_size: 0.05, labels: false,
+               camera: 2, superpixel_cache: data/semantickitti/superpixels}
 """
 from __future__ import annotations
 
@@ -49,9 +50,9 @@ from pcseg.data.superpixels import SuperpixelCache
 
 __all__ = ["CAMERA_KEYS", "CAMERA_BATCH_KEYS", "LidarCameraDataset", "collate_lidar_camera", "LidarCamera"]
 
-CAMERA_KEYS: tuple[str, ...] = ("image", "P2", "Tr", "pixel", "superpixels", "point_superpixel")
+CAMERA_KEYS: tuple[str, ...] = ("image", "P", "Tr", "pixel", "superpixels", "point_superpixel")
 """Keys a :class:`LidarCameraDataset` sample adds to the base training sample."""
-CAMERA_BATCH_KEYS: tuple[str, ...] = ("images", "P2", "Tr", "pixel", "superpixels", "point_superpixel",
+CAMERA_BATCH_KEYS: tuple[str, ...] = ("images", "P", "Tr", "pixel", "superpixels", "point_superpixel",
                                       "num_superpixels")
 """Keys :func:`collate_lidar_camera` adds to the :func:`~pcseg.data.collate.collate_sparse` batch."""
 
@@ -77,7 +78,7 @@ def collate_lidar_camera(samples: Sequence[Mapping[str, Any]]) -> dict[str, Any]
         offset += int(s["superpixels"].max()) + 1
     batch.update({
         "images": images, "superpixels": superpixels, "point_superpixel": torch.cat(point_superpixel),
-        "pixel": torch.cat([s["pixel"] for s in samples]), "P2": torch.stack([s["P2"] for s in samples]),
+        "pixel": torch.cat([s["pixel"] for s in samples]), "P": torch.stack([s["P"] for s in samples]),
         "Tr": torch.stack([s["Tr"] for s in samples]), "num_superpixels": offset,
     })
     return batch
@@ -107,7 +108,7 @@ class LidarCameraDataset(DatasetWrapper):
         name = scene["name"]
         image = self.base.reader.load_image(name)
         calib = self.base.reader.load_calib(name)
-        projection = project_points(scene["coord"], calib["P2"], calib["Tr"], (image.shape[1], image.shape[0]),
+        projection = project_points(scene["coord"], calib["P"], calib["Tr"], (image.shape[1], image.shape[0]),
                                     self.min_depth)
         superpixels = self.superpixels(image)
         column, row = np.maximum(projection.pixel, 0).T
@@ -122,7 +123,7 @@ class LidarCameraDataset(DatasetWrapper):
         return {
             **self.base.to_sample(scene),
             "image": torch.from_numpy(np.ascontiguousarray(image.transpose(2, 0, 1))),
-            "P2": torch.from_numpy(calib["P2"]), "Tr": torch.from_numpy(calib["Tr"]),
+            "P": torch.from_numpy(calib["P"]), "Tr": torch.from_numpy(calib["Tr"]),
             "pixel": torch.from_numpy(projection.pixel),
             "superpixels": torch.from_numpy(superpixels),
             "point_superpixel": torch.from_numpy(point_superpixel.astype(np.int64)),

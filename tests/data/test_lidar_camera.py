@@ -1,9 +1,13 @@
 """LiDAR → camera projection by hand, SLIC superpixel caching, and the LidarCamera dataset + collate."""
+import shutil
+
 import numpy as np
 import pytest
 import torch
+from PIL import Image
 
-from pcseg.data.datasets import SemanticKITTI
+from pcseg.data.datasets import DATASETS, SemanticKITTI
+from pcseg.data.formats import IGNORE_INDEX
 from pcseg.data.formats import SemanticKITTIReader
 from pcseg.data.lidar_camera import LidarCameraDataset, collate_lidar_camera
 from pcseg.data.projection import project_points
@@ -67,14 +71,14 @@ def test_superpixel_cache_returns_the_same_segmentation_from_disk(tmp_path, monk
 def test_lidar_camera_samples_and_batch(semantickitti_data, tmp_path):
     pytest.importorskip("skimage")
     root, _ = semantickitti_data
-    base = SemanticKITTI(str(root), "train", voxel_size=0.2)
+    base = SemanticKITTI(str(root), "train", voxel_size=0.2, sequences=["00"])
     dataset = LidarCameraDataset(base, SuperpixelCache(tmp_path / "sp", n_segments=30))
-    reader = SemanticKITTIReader(root, "train")
+    reader = SemanticKITTIReader(root, "train", sequences=["00"])
     samples = [dataset[0], dataset[0]]
     s = samples[0]
     scene, calib = reader.load(s["name"]), reader.load_calib(s["name"])
     h, w = s["image"].shape[1:]
-    proj = project_points(scene["coord"], calib["P2"], calib["Tr"], (w, h))
+    proj = project_points(scene["coord"], calib["P"], calib["Tr"], (w, h))
     np.testing.assert_array_equal(s["pixel"].numpy(), proj.pixel)
     assert 0 < proj.valid.sum() < len(proj.valid)  # the camera sees only the front of the sweep
     valid = proj.valid
@@ -90,7 +94,7 @@ def test_lidar_camera_samples_and_batch(semantickitti_data, tmp_path):
     n = len(s["point_superpixel"])
     second = batch["point_superpixel"][n:]
     torch.testing.assert_close(second, torch.where(s["point_superpixel"] >= 0, s["point_superpixel"] + count, -1))
-    assert batch["P2"].shape == (2, 3, 4) and batch["Tr"].shape == (2, 4, 4) and batch["coords"][:, 0].max() == 1
+    assert batch["P"].shape == (2, 3, 4) and batch["Tr"].shape == (2, 4, 4) and batch["coords"][:, 0].max() == 1
 
 
 def test_lidar_camera_pads_images_of_different_sizes():
@@ -98,7 +102,7 @@ def test_lidar_camera_pads_images_of_different_sizes():
         return {"coords": torch.zeros((1, 3), dtype=torch.int32), "feats": torch.zeros((1, 1)),
                 "labels": torch.zeros(1, dtype=torch.int64), "inverse": torch.zeros(1, dtype=torch.int64),
                 "point_labels": torch.zeros(1, dtype=torch.int64), "points": torch.zeros((1, 3)), "name": "x",
-                "image": torch.full((3, h, w), 7, dtype=torch.uint8), "P2": torch.zeros(3, 4), "Tr": torch.eye(4),
+                "image": torch.full((3, h, w), 7, dtype=torch.uint8), "P": torch.zeros(3, 4), "Tr": torch.eye(4),
                 "pixel": torch.zeros((1, 2), dtype=torch.int64), "superpixels": torch.full((h, w), s - 1),
                 "point_superpixel": torch.tensor([s - 1])}
 
@@ -108,3 +112,35 @@ def test_lidar_camera_pads_images_of_different_sizes():
     assert batch["superpixels"][1, 0, 0] == 3 + 1 and batch["point_superpixel"].tolist() == [2, 4]
     with pytest.raises(KeyError, match="lacks image"):
         collate_lidar_camera([{k: v for k, v in sample(2, 2, 1).items() if k != "image"}])
+
+
+def test_lidar_camera_on_unlabelled_scans_with_the_right_camera(semantickitti_data, tmp_path):
+    """Pre-training input: sequence 33 holds velodyne/, image_3/ and calib.txt only; labels: false, camera: 3."""
+    pytest.importorskip("skimage")
+    root, oracle = semantickitti_data
+    folder = tmp_path / "sequences" / "33"
+    shutil.copytree(root / "sequences" / "00", folder, ignore=shutil.ignore_patterns("labels", "image_2"))
+    right = (np.random.default_rng(1).random((50, 160, 3)) * 255).astype(np.uint8)
+    (folder / "image_3").mkdir()
+    Image.fromarray(right).save(folder / "image_3" / "000000.png")
+    lines = dict(line.split(":", 1) for line in (folder / "calib.txt").read_text().splitlines())
+    p3 = np.array(lines["P3"].split(), dtype=float).reshape(3, 4)
+    tr = np.vstack([np.array(lines["Tr"].split(), dtype=float).reshape(3, 4), [0, 0, 0, 1]])
+
+    dataset = DATASETS.build({"name": "LidarCamera", "dataset": "SemanticKITTI", "root": str(tmp_path),
+                              "split": "train", "sequences": [33], "labels": False, "camera": 3, "voxel_size": 0.2,
+                              "n_segments": 20})
+    sample = dataset[0]
+    assert sample["name"] == "33/000000"
+    np.testing.assert_array_equal(sample["image"].permute(1, 2, 0).numpy(), right)
+    np.testing.assert_array_equal(sample["P"].numpy(), p3)
+    points = oracle["00/000000"].points.astype(np.float64)
+    camera = np.c_[points, np.ones(len(points))] @ (p3 @ tr).T
+    front = camera[:, 2] > 0
+    uv = np.floor(camera[front, :2] / camera[front, 2:] + 0.5)
+    inside = (uv[:, 0] >= 0) & (uv[:, 0] < 160) & (uv[:, 1] >= 0) & (uv[:, 1] < 50)
+    expected = np.full((len(points), 2), -1)
+    expected[np.flatnonzero(front)[inside]] = uv[inside]
+    np.testing.assert_array_equal(sample["pixel"].numpy(), expected)
+    assert inside.sum() > 100
+    assert (sample["point_labels"] == IGNORE_INDEX).all() and (sample["labels"] == IGNORE_INDEX).all()

@@ -1,6 +1,7 @@
-"""tools/pretrain_slidr.py on two tiny synthetic SemanticKITTI frames, then tools/train.py with model.init_from."""
+"""tools/pretrain_slidr.py on two tiny unlabelled KITTI frames, then tools/train.py with model.init_from."""
 import json
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -21,14 +22,25 @@ MODEL = {"name": "Res16UNet14A", "in_channels": 1, "num_classes": 19, "D": 3}
 
 
 def _configs(tmp: Path) -> tuple[dict, dict]:
-    """(pre-training, fine-tuning) configs on two frames of sequence 00 (train split)."""
+    """(pre-training, fine-tuning) configs: pre-training on two frames held as an unlabelled KITTI drive
+    holds them (``drive/sequences/25/``: velodyne/, image_2/, calib.txt, nothing else), fine-tuning on
+    the same two frames labelled as SemanticKITTI sequence 00."""
     make_semantickitti(tmp / "kitti", num_frames=2, seed=0, sequences=("00",), azimuth_steps=256, image_scale=0.15)
+    drive = tmp / "drive" / "sequences" / "25"
+    shutil.copytree(tmp / "kitti" / "sequences" / "00", drive, ignore=shutil.ignore_patterns("labels", "poses.txt",
+                                                                                             "times.txt"))
+    calib = (drive / "calib.txt").read_text()  # rewritten in the KITTI tracking form
+    calib = calib.replace("Tr:", "R_rect 1 0 0 0 1 0 0 0 1\nTr_velo_cam") + "Tr_imu_velo 1 0 0 0 0 1 0 0 0 0 1 0\n"
+    (drive / "calib.txt").write_text(calib)
     data = {"kwargs": {"root": str(tmp / "kitti"), "voxel_size": 0.3},
-            "train": {"split": "train", "transforms": [{"name": "RandomRotateZ"}]}, "val": {"split": "train"},
-            "batch_size": 1}
+            "train": {"split": "train", "transforms": [{"name": "RandomRotateZ"}], "kwargs": {"sequences": ["00"]}},
+            "val": {"split": "train", "kwargs": {"sequences": ["00"]}}, "batch_size": 1}
     common = {"model": MODEL, "train": {"epochs": 1, "lr": 0.01, "log_period": 1}, "eval": {"period": 0}}
-    pretrain = {**common, "data": {**data, "name": "LidarCamera",
-                                   "kwargs": {**data["kwargs"], "dataset": "SemanticKITTI",
+    unlabelled = {"split": "train", "kwargs": {"sequences": ["25"]}}
+    pretrain = {**common, "data": {**data, "name": "LidarCamera", "train": {**data["train"], **unlabelled},
+                                   "val": unlabelled,
+                                   "kwargs": {**data["kwargs"], "root": str(tmp / "drive"),
+                                              "dataset": "SemanticKITTI", "labels": False,
                                               "superpixel_cache": str(tmp / "superpixels"), "n_segments": 30}},
                 "method": {"name": "SLidR", "teacher": {"name": "ResNet50"}, "projection_dim": 16, "head_lr": 0.1}}
     finetune = {**common, "data": {**data, "name": "SemanticKITTI"}, "method": {"name": "Supervised"}}
@@ -48,6 +60,8 @@ def test_pretrain_then_init_from(tmp_path):
     (tmp_path / "pretrain.yaml").write_text(yaml.safe_dump(pretrain))
     (tmp_path / "finetune.yaml").write_text(yaml.safe_dump(finetune))
     work = tmp_path / "pre"
+    assert sorted(p.name for p in (tmp_path / "drive").rglob("*")) == sorted(
+        ["sequences", "25", "calib.txt", "image_2", "velodyne", "000000.png", "000001.png", "000000.bin", "000001.bin"])
     _run("pretrain_slidr.py", "--config", str(tmp_path / "pretrain.yaml"), "--work-dir", str(work))
     records = [json.loads(line) for line in (work / "log.jsonl").read_text().splitlines()]
     assert [r["type"] for r in records] == ["train", "train"] and all(r["loss_nce"] > 0 for r in records)

@@ -1,26 +1,33 @@
-"""SemanticKITTI reader for the official raw layout.
+"""SemanticKITTI reader for the official raw layout (and label-free KITTI scans in the same layout).
 
 Layout read::
 
     <root>/semantic-kitti.yaml                        optional; its learning_map replaces the built-in one
     <root>/sequences/<seq>/velodyne/<frame>.bin       float32 x, y, z, remission per point
     <root>/sequences/<seq>/labels/<frame>.label       uint32 per point: semantic | instance << 16
-    <root>/sequences/<seq>/calib.txt                  P0..P3 and Tr (velodyne -> camera 0)
-    <root>/sequences/<seq>/image_2/<frame>.png        left colour camera image
+    <root>/sequences/<seq>/calib.txt                  P0..P3 and Tr (velodyne -> camera 0), or the
+                                                      KITTI tracking form (P0..P3, R_rect, Tr_velo_cam)
+    <root>/sequences/<seq>/image_2/<frame>.png        left colour camera image (image_3: the right one)
 
 Raw semantic ids are mapped through ``learning_map`` to 1..19 and shifted to train ids 0..18;
 learning id 0 (unlabeled, outlier, ...) is ignored. Raw ids missing from the map are ignored,
 counted and warned about. ``instance`` is the full raw 32-bit label where the instance part is
 non-zero (unique within a scan, as in the panoptic benchmark), else -1. Test sequences (11..21)
-have no labels: ``segment`` = ignore and ``instance`` = -1.
+have no labels, and with ``labels=False`` no sequence is expected to have any (pre-training on
+KITTI odometry, raw or tracking scans): ``segment`` = ignore and ``instance`` = -1.
 """
 from __future__ import annotations
 
 from pathlib import Path
 
+import warnings
+from typing import Sequence
+
 import numpy as np
-import yaml
 from PIL import Image
+
+from pcseg.utils.errors import InputError
+from pcseg.utils.yaml_io import load_yaml_file
 
 from ._common import IGNORE_INDEX, LoadReport, SceneReader, check_count, remap_labels, require_file
 
@@ -70,9 +77,12 @@ SEMANTICKITTI_SPLITS = {
 }
 
 _CALIB_KEYS = {  # accepted spellings -> canonical key
-    "P2": "P2", "Tr": "Tr", "Tr_velo_to_cam": "Tr", "Tr_velo_cam": "Tr", "R0_rect": "R0", "R_rect": "R0",
+    "P0": "P0", "P1": "P1", "P2": "P2", "P3": "P3",
+    "Tr": "Tr", "Tr_velo_to_cam": "Tr", "Tr_velo_cam": "Tr", "R0_rect": "R0", "R_rect": "R0",
 }
-_CALIB_SIZES = {"P2": 12, "Tr": 12, "R0": 9}
+_CALIB_SIZES = {"P0": 12, "P1": 12, "P2": 12, "P3": 12, "Tr": 12, "R0": 9}
+CAMERAS = (0, 1, 2, 3)
+"""KITTI cameras: 0, 1 grey (``image_0/``, ``image_1/``), 2, 3 colour (``image_2/`` left, ``image_3/`` right)."""
 
 
 def _homogeneous(matrix: np.ndarray) -> np.ndarray:
@@ -82,83 +92,160 @@ def _homogeneous(matrix: np.ndarray) -> np.ndarray:
     return out
 
 
-def parse_calib(path: str | Path) -> dict[str, np.ndarray]:
+def parse_calib(path: str | Path, required: Sequence[str] = ("P2",)) -> dict[str, np.ndarray]:
     """Parse a KITTI calibration file.
 
-    Accepts the SemanticKITTI/odometry form (``P0:`` .. ``P3:``, ``Tr:`` with 12 floats) and the
-    raw KITTI object/tracking form (``P2:``, ``R0_rect:``/``R_rect`` 9 floats,
-    ``Tr_velo_to_cam:``/``Tr_velo_cam`` 12 floats). Other keys are ignored.
+    Accepts the SemanticKITTI/odometry form (``P0:`` .. ``P3:``, ``Tr:`` with 12 floats), the KITTI
+    object form (``P0:`` .. ``P3:``, ``R0_rect:`` 9 floats, ``Tr_velo_to_cam:`` 12 floats) and the
+    KITTI tracking form (``P0:`` .. ``P3:``, ``R_rect`` 9 floats, ``Tr_velo_cam`` 12 floats, no colon
+    after those two). Other keys (``Tr_imu_velo``, ...) are ignored.
+
+    Args:
+        path: the calibration file.
+        required: projection matrices (``"P0"`` .. ``"P3"``) the file must hold; ``Tr`` always is.
 
     Returns:
-        ``{"P2": (3, 4), "Tr": (4, 4)}`` float64. ``Tr`` maps velodyne to rectified camera
-        coordinates: ``R0_rect @ Tr_velo_to_cam`` when ``R0_rect`` is present.
+        ``{"P<k>": (3, 4) for each camera k in the file, "Tr": (4, 4)}`` float64. ``Tr`` maps
+        velodyne to rectified camera-0 coordinates (``R_rect @ Tr_velo_cam`` when a rectification
+        is given), so a velodyne point ``x`` lands on pixel ``P<k> @ Tr @ [x, 1]`` of camera k.
+
+    Raises:
+        InputError naming the file, line and matrix: non-numbers, a wrong count, NaN/inf, a
+        matrix given twice, or a required one missing.
     """
     path = require_file(Path(path), "KITTI calibration")
     found: dict[str, np.ndarray] = {}
-    for lineno, line in enumerate(path.read_text().splitlines(), start=1):
+    lines: dict[str, int] = {}
+    for lineno, line in enumerate(path.read_text(encoding="utf-8").lstrip("\ufeff").splitlines(), start=1):
         key, _, values = line.replace(":", " ", 1).partition(" ")
-        canonical = _CALIB_KEYS.get(key.strip())
+        key = key.strip()
+        canonical = _CALIB_KEYS.get(key)
         if canonical is None:
             continue
+        where = f"{path}:{lineno}: {key}"
+        if canonical in lines:
+            raise InputError(f"{where}: expected once, already given at line {lines[canonical]}")
         try:
             numbers = np.array(values.split(), dtype=np.float64)
         except ValueError:
-            raise ValueError(f"{path}:{lineno}: '{key}' expected numbers, got {values.strip()!r}") from None
+            raise InputError(f"{where}: expected numbers, got {values.strip()!r}") from None
         if numbers.size != _CALIB_SIZES[canonical]:
-            raise ValueError(
-                f"{path}:{lineno}: '{key}' expected {_CALIB_SIZES[canonical]} floats, got {numbers.size}"
-            )
-        found[canonical] = numbers
-    for needed in ("P2", "Tr"):
+            raise InputError(f"{where}: expected {_CALIB_SIZES[canonical]} floats, got {numbers.size}")
+        if not np.isfinite(numbers).all():
+            bad = np.flatnonzero(~np.isfinite(numbers))
+            raise InputError(f"{where}: expected finite numbers, got {numbers[bad].tolist()} at positions "
+                             f"{bad.tolist()} (row-major)")
+        found[canonical], lines[canonical] = numbers, lineno
+    for needed in (*required, "Tr"):
         if needed not in found:
-            raise ValueError(f"{path}: calibration '{needed}' missing; got keys {sorted(found)}")
+            spellings = ", ".join(k for k, c in _CALIB_KEYS.items() if c == needed)
+            raise InputError(f"{path}: {needed}: expected this matrix (a line {spellings}), found only "
+                             f"{', '.join(sorted(found)) or 'none'}")
     tr = _homogeneous(found["Tr"].reshape(3, 4))
     if "R0" in found:
         tr = _homogeneous(found["R0"].reshape(3, 3)) @ tr
-    return {"P2": found["P2"].reshape(3, 4), "Tr": tr}
+    calib = {key: found[key].reshape(3, 4) for key in ("P0", "P1", "P2", "P3") if key in found}
+    calib["Tr"] = tr
+    return calib
 
 
-def _read_learning_map(root: Path) -> dict[int, int]:
-    """``learning_map`` of ``<root>/semantic-kitti.yaml`` if present, else the built-in one."""
+def _read_learning_map(root: Path, num_classes: int) -> dict[int, int]:
+    """``learning_map`` of ``<root>/semantic-kitti.yaml`` if present, else the built-in one.
+
+    Raises InputError naming the file and key for duplicate keys, non-integer ids or a learning id
+    outside ``0..num_classes`` (0 = ignored; learning id ``l`` is train id ``l - 1``).
+    """
     path = root / "semantic-kitti.yaml"
     if not path.is_file():
         return SEMANTICKITTI_LEARNING_MAP
-    content = yaml.safe_load(path.read_text())
-    if not isinstance(content, dict) or not isinstance(content.get("learning_map"), dict):
-        raise ValueError(f"{path}: expected a mapping with a 'learning_map' mapping")
-    return {int(k): int(v) for k, v in content["learning_map"].items()}
+    content = load_yaml_file(path)
+    found = content.get("learning_map") if isinstance(content, dict) else content
+    if not isinstance(found, dict):
+        raise InputError(f"{path}: learning_map: expected a mapping raw id -> learning id, got {found!r:.80}")
+    learning_map = {}
+    for key, value in content["learning_map"].items():
+        if type(key) is not int or key < 0 or type(value) is not int:
+            raise InputError(f"{path}: learning_map: {key!r}: expected a raw id >= 0 mapped to an integer "
+                             f"learning id, got {key!r}: {value!r}")
+        if not 0 <= value <= num_classes:
+            raise InputError(f"{path}: learning_map: {key}: expected a learning id in 0..{num_classes} (0 = "
+                             f"ignored, l = train id l-1 of the {num_classes} classes), got {value}")
+        learning_map[key] = value
+    return learning_map
+
+
+def _sequence_name(value: object, where: str) -> str:
+    """A sequence folder name: ints (as YAML reads ``00``, ``7``) zero-padded to 2 digits, strings as given."""
+    if isinstance(value, int) and not isinstance(value, bool) and value >= 0:
+        return f"{value:02d}"
+    if isinstance(value, str) and value and "/" not in value:
+        return value
+    raise InputError(f"{where}: expected sequence names such as 00 or '08', got {value!r}")
 
 
 class SemanticKITTIReader(SceneReader):
-    """SemanticKITTI scans of one split.
+    """SemanticKITTI (or unlabelled KITTI) scans of one split.
 
     Args:
         root: folder holding ``sequences/`` (and optionally ``semantic-kitti.yaml``).
         split: ``"train"`` (00-07, 09, 10), ``"val"`` (08) or ``"test"`` (11-21).
-        sequences: override the split's sequences (e.g. ``("00",)``).
+        sequences: the sequences to read instead of the split's official ones, e.g. ``("00",)``
+            or ``[0]`` (ints are zero-padded: YAML reads ``[00]`` as ``[0]``); any folder name under
+            ``sequences/`` works. Each must be on disk, else InputError listing those that are.
+        labels: read ``labels/<frame>.label`` of sequences 00-10 (and of any other named sequence
+            outside 11-21). False reads no labels anywhere (label-free pre-training):
+            ``segment`` = ignore, ``instance`` = -1.
+        camera: KITTI camera whose ``image_<camera>/`` :meth:`load_image` reads and whose
+            ``P<camera>`` :meth:`load_calib` returns (2: left colour, 3: right colour).
 
-    Sequences of the split that are not on disk are skipped; none at all raises
-    FileNotFoundError. Scene names are ``<seq>/<frame>``, e.g. ``08/000123``.
+    Without ``sequences``, official sequences of the split that are not on disk are skipped with a
+    warning naming them; none at all is an InputError. Scene names are ``<seq>/<frame>``, e.g.
+    ``08/000123``.
     """
 
     CLASS_NAMES = SEMANTICKITTI_CLASS_NAMES
     NUM_CLASSES = len(SEMANTICKITTI_CLASS_NAMES)
 
-    def __init__(self, root: str | Path, split: str, sequences: tuple[str, ...] | None = None) -> None:
+    def __init__(self, root: str | Path, split: str, sequences: Sequence[str | int] | None = None,
+                 labels: bool = True, camera: int = 2) -> None:
         super().__init__(root, split)
-        self.sequences = tuple(sequences) if sequences is not None else SEMANTICKITTI_SPLITS[split]
-        present = [s for s in self.sequences if (self.root / "sequences" / s / "velodyne").is_dir()]
-        if not present:
-            raise FileNotFoundError(
-                f"{self.root / 'sequences'}: expected <seq>/velodyne/ for sequences "
-                f"{', '.join(self.sequences)} of split '{split}', found none"
-            )
-        self.scenes = [
-            f"{seq}/{path.stem}"
-            for seq in present
-            for path in sorted((self.root / "sequences" / seq / "velodyne").glob("*.bin"))
-        ]
-        learning_map = _read_learning_map(self.root)
+        if camera not in CAMERAS:
+            raise InputError(f"SemanticKITTIReader: camera: expected one of {CAMERAS}, got {camera!r}")
+        self.labels = bool(labels)
+        self.camera = camera
+        folder = self.root / "sequences"
+        on_disk = sorted(p.parent.name for p in folder.glob("*/velodyne") if p.is_dir())
+        listing = f"on disk: {', '.join(on_disk) or 'none'}"
+        if sequences is None:
+            self.sequences = tuple(s for s in SEMANTICKITTI_SPLITS[split] if s in on_disk)
+            absent = [s for s in SEMANTICKITTI_SPLITS[split] if s not in on_disk]
+            if not self.sequences:
+                raise InputError(f"{folder}: split '{split}': expected <seq>/velodyne/ for its sequences "
+                                 f"{', '.join(absent)}, found none of them ({listing}); name the sequences to "
+                                 f"read (config: data.{split}.kwargs.sequences=[...])")
+            if absent:
+                warnings.warn(f"{folder}: split '{split}': {len(absent)} of its {len(absent) + len(self.sequences)} "
+                              f"sequences are not on disk ({', '.join(absent)}); reading {', '.join(self.sequences)}",
+                              stacklevel=2)
+        else:
+            if isinstance(sequences, (str, int)):
+                raise InputError(f"{folder}: sequences: expected a list such as [00, 01], got {sequences!r}")
+            self.sequences = tuple(_sequence_name(s, f"{folder}: sequences") for s in sequences)
+            repeated = sorted({s for s in self.sequences if self.sequences.count(s) > 1})
+            if not self.sequences or repeated:
+                raise InputError(f"{folder}: sequences: expected distinct sequence names, got "
+                                 f"{list(self.sequences)}")
+            missing = [s for s in self.sequences if s not in on_disk]
+            if missing:
+                raise InputError(f"{folder}: sequences: expected <seq>/velodyne/ for {', '.join(missing)} "
+                                 f"(split '{split}'), not found; {listing}")
+        self.scenes = []
+        for seq in self.sequences:
+            scans = sorted((folder / seq / "velodyne").glob("*.bin"))
+            if not scans:
+                raise InputError(f"{folder / seq / 'velodyne'}: expected <frame>.bin scans, found none")
+            self.scenes += [f"{seq}/{path.stem}" for path in scans]
+        learning_map = _read_learning_map(self.root, self.NUM_CLASSES)
         self._to_train = {raw: (lid - 1 if lid > 0 else IGNORE_INDEX) for raw, lid in learning_map.items()}
         self._calib: dict[str, dict[str, np.ndarray]] = {}
 
@@ -180,19 +267,22 @@ class SemanticKITTIReader(SceneReader):
         bin_path = require_file(self._path(name, "velodyne", ".bin"), "velodyne scan")
         size = bin_path.stat().st_size
         if size % 16:
-            raise ValueError(
+            raise InputError(
                 f"{bin_path}: size {size} bytes is not a multiple of 16 (4 float32 x, y, z, "
                 "remission per point); the file is truncated or not a velodyne scan"
             )
         scan = np.fromfile(bin_path, dtype="<f4").reshape(-1, 4)
         scene = {"coord": scan[:, :3], "strength": scan[:, 3:4]}
-        if self._split_name(name)[0] in SEMANTICKITTI_SPLITS["test"]:
+        if not self.labels or self._split_name(name)[0] in SEMANTICKITTI_SPLITS["test"]:
             scene["segment"] = np.full(len(scan), IGNORE_INDEX, dtype=np.int64)
             scene["instance"] = np.full(len(scan), -1, dtype=np.int64)
             return scene
-        label_path = require_file(self._path(name, "labels", ".label"), "SemanticKITTI labels")
+        label_path = self._path(name, "labels", ".label")
+        if not label_path.is_file():
+            raise InputError(f"{label_path}: expected the SemanticKITTI labels of {bin_path.name} here, no such "
+                             f"file; scans without labels (pre-training) are read with labels: false")
         if label_path.stat().st_size % 4:
-            raise ValueError(f"{label_path}: size {label_path.stat().st_size} bytes is not a multiple of 4 (uint32)")
+            raise InputError(f"{label_path}: size {label_path.stat().st_size} bytes is not a multiple of 4 (uint32)")
         raw = np.fromfile(label_path, dtype="<u4")
         check_count(label_path, "label", len(scan), len(raw))
         scene["segment"], report.unknown_labels = remap_labels(raw & 0xFFFF, self._to_train, str(label_path), "label")
@@ -200,17 +290,19 @@ class SemanticKITTIReader(SceneReader):
         return scene
 
     def load_image(self, name: str) -> np.ndarray:
-        """The left colour image ``image_2/<frame>.png`` of scan ``name``: (H, W, 3) uint8."""
-        path = require_file(self._path(name, "image_2", ".png"), "camera image")
+        """The image ``image_<camera>/<frame>.png`` of scan ``name``: (H, W, 3) uint8 RGB."""
+        path = require_file(self._path(name, f"image_{self.camera}", ".png"), f"camera {self.camera} image")
         with Image.open(path) as image:
             return np.asarray(image.convert("RGB"), dtype=np.uint8)
 
     def load_calib(self, name: str) -> dict[str, np.ndarray]:
-        """``{"P2": (3, 4), "Tr": (4, 4)}`` float64 of scan ``name``'s sequence (see :func:`parse_calib`).
+        """``{"P": (3, 4), "Tr": (4, 4)}`` float64 of scan ``name``'s sequence (see :func:`parse_calib`):
+        ``P`` is ``P<camera>``, the projection of the image :meth:`load_image` reads.
 
-        A point ``x`` (velodyne frame) projects to pixel ``P2 @ Tr @ [x, 1]`` (homogeneous).
+        A point ``x`` (velodyne frame) projects to pixel ``P @ Tr @ [x, 1]`` (homogeneous).
         """
         seq = self._split_name(name)[0]
+        key = f"P{self.camera}"
         if seq not in self._calib:
-            self._calib[seq] = parse_calib(self.root / "sequences" / seq / "calib.txt")
-        return {k: v.copy() for k, v in self._calib[seq].items()}
+            self._calib[seq] = parse_calib(self.root / "sequences" / seq / "calib.txt", required=(key,))
+        return {"P": self._calib[seq][key].copy(), "Tr": self._calib[seq]["Tr"].copy()}
