@@ -90,7 +90,7 @@ def plan(args: argparse.Namespace, root: Path, budgets: dict[tuple[float, int], 
                 overrides = [f"data.kwargs.root={root}", f"data.budget={budgets[amount, seed]}", f"seed={seed}",
                              f"train.epochs={args.epochs}", f"eval.period={args.epochs}"]
                 if method != "supervised":
-                    overrides += [f"method.grid={grid}", f"method.weight={weight}", f"method.seed={seed}"]
+                    overrides += [f"method.grid={grid}", f"method.weight={weight}"]  # masks: from seed
                 work_dir = args.out / "runs" / method / f"ratio_{amount:g}" / f"seed{seed}"
                 runs.append(Run(method, amount, seed, tuple(overrides + args.overrides), work_dir))
     return runs

@@ -77,7 +77,7 @@ def make_data(out: Path, scenes: int, points: int) -> Path:
 
 def overrides(args: argparse.Namespace, root: Path, seed: int) -> list[str]:
     return [f"data.kwargs.root={root}", f"data.kwargs.voxel_size={args.voxel_size}", f"seed={seed}",
-            f"method.seed={seed}", f"model.name={args.model}", f"train.epochs={args.epochs}", "eval.period=0",
+            f"model.name={args.model}", f"train.epochs={args.epochs}", "eval.period=0",
             "data.num_workers=0", *args.overrides]
 
 

@@ -34,15 +34,17 @@ import yaml
 from torch import nn
 
 from pcseg.data.budget import MANIFEST, Budget, load_budget, write_active_budget
-from pcseg.engine.build import (Runtime, build_dataset, build_model_from_config, build_trainer, evaluate_checkpoint,
+from pcseg.engine.build import (Runtime, build_dataset, build_model_from_config, build_trainer, config_section,
+                                evaluate_checkpoint, load_weights,
                                 setup_runtime)
-from pcseg.engine.checkpoint import load_checkpoint
-from pcseg.engine.config import (Config, ConfigError, SplitConfig, config_from_dict, config_to_dict,
-                                 exit_on_config_error, load_config)
+from pcseg.engine.cli import tool_errors
+from pcseg.engine.config import (Config, ConfigError, ConfigKeyError, SplitConfig, config_from_dict, config_to_dict,
+                                 load_config)
 from pcseg.engine.distributed import shutdown
 from pcseg.methods import build_method
 from pcseg.methods.hpal import STRATEGIES, annotatable, cumulative_targets, model_selection, random_selection
 from pcseg.utils.atomic import atomic_path
+from pcseg.utils.errors import InputError
 
 METRICS = "metrics.json"
 
@@ -74,23 +76,24 @@ def round_config(cfg: Config, budget: Path, init_from: Optional[Path] = None) ->
 
 def prediction_dataset(cfg: Config) -> Any:
     """The training scenes without budget, under the validation transforms (every point, in order)."""
-    dataset = build_dataset(cfg, SplitConfig(cfg.data.train.split, cfg.data.val.transforms), train=False)
+    split = SplitConfig(cfg.data.train.split, cfg.data.val.transforms, cfg.data.train.kwargs)
+    dataset = build_dataset(cfg, split, train=False)
     dataset = getattr(dataset, "base", dataset)  # pcseg.data.views.TwoViewDataset wraps the plain dataset
     if not hasattr(dataset, "reader"):
-        raise ConfigError(f"data.name: dataset {cfg.data.name!r} ({type(dataset).__name__}) has no raw-scene reader "
+        raise ConfigKeyError(f"data.name: dataset {cfg.data.name!r} ({type(dataset).__name__}) has no raw-scene reader "
                           f"(.reader); active learning needs one")
     return dataset
 
 
 def check_budget(budget: Budget, path: Path, expected: int, settings: dict[str, Any]) -> None:
-    """Raise SystemExit unless an existing round budget has ``expected`` points and these settings."""
+    """Raise InputError unless an existing round budget has ``expected`` points and these settings."""
     got = budget.manifest["counts"]["total"]["selected"]
     meta = budget.manifest.get("meta", {})
     differs = {k: (v, meta.get(k)) for k, v in settings.items() if meta.get(k) != v}
     if got != expected or differs:
         detail = f"expected {expected} labelled points, got {got}" if got != expected else \
             ", ".join(f"{k}: expected {v!r}, got {g!r}" for k, (v, g) in differs.items())
-        raise SystemExit(f"error: {path / MANIFEST}: written by another schedule ({detail}); use another --work-dir")
+        raise InputError(f"{path / MANIFEST}: written by another schedule ({detail}); use another --work-dir")
 
 
 def labelled_points(budget: Optional[Budget]) -> dict[str, np.ndarray]:
@@ -114,12 +117,7 @@ def scene_sizes(dataset: Any, budget: Optional[Budget]) -> dict[str, int]:
 
 def load_model(cfg: Config, runtime: Runtime, num_classes: int, checkpoint: Path) -> nn.Module:
     """The config's model on the runtime's device with the ``"model"`` weights of ``checkpoint``."""
-    model = build_model_from_config(cfg, num_classes, runtime.device)
-    ckpt = load_checkpoint(checkpoint, map_location=runtime.device)
-    if "model" not in ckpt:
-        raise SystemExit(f"error: {checkpoint}: no 'model' entry; keys: {', '.join(sorted(ckpt))}")
-    model.load_state_dict(ckpt["model"])
-    return model
+    return load_weights(build_model_from_config(cfg, num_classes, runtime.device), checkpoint, runtime.device)
 
 
 def select_next(dataset: Any, previous: Optional[Budget], model: Optional[nn.Module], count: int, strategy: str,
@@ -166,7 +164,8 @@ def train_round(cfg: Config, runtime: Runtime, round_dir: Path, budget: Budget,
     otherwise ``model_last.pth`` is evaluated here.
     """
     round_cfg = round_config(cfg, budget.root, init_from)
-    method = build_method(cfg.method)
+    with config_section("method"):
+        method = build_method(cfg.method)
     trainer = build_trainer(round_cfg, method, runtime, round_dir)
     with open(round_dir / "config.yaml", "w", encoding="utf-8") as fh:
         yaml.safe_dump(config_to_dict(round_cfg), fh, sort_keys=False)
@@ -226,26 +225,24 @@ def run(cfg: Config, runtime: Runtime, work_dir: Path, args: argparse.Namespace)
 
 def main(argv: Optional[Sequence[str]] = None) -> list[dict[str, Any]]:
     args = parse_args(argv)
-    if args.rounds < 1:
-        raise SystemExit(f"error: --rounds: expected an int >= 1, got {args.rounds}")
-    with exit_on_config_error(args.config):
+    with tool_errors(args.config):
+        if args.rounds < 1:
+            raise InputError(f"--rounds: expected an int >= 1, got {args.rounds}")
         cfg = load_config(args.config, args.overrides)
         if cfg.data.budget is not None:
             raise ConfigError(f"{args.config}: data.budget is set ({cfg.data.budget}); active learning writes "
                               f"its own budget per round, remove it")
-    work_dir = Path(args.work_dir or cfg.work_dir or Path("work_dirs") / Path(args.config).stem)
-    if (work_dir / "round_0").exists() and not args.resume:
-        raise SystemExit(f"error: {work_dir}: holds earlier rounds; pass --resume to continue them or "
-                         f"choose another --work-dir")
-    runtime = setup_runtime(cfg)
-    try:
-        if runtime.dist.world_size > 1:
-            raise SystemExit("error: tools/active_learn.py runs in one process; launch it without torchrun")
-        with exit_on_config_error(args.config):
+        work_dir = Path(args.work_dir or cfg.work_dir or Path("work_dirs") / Path(args.config).stem)
+        if (work_dir / "round_0").exists() and not args.resume:
+            raise InputError(f"{work_dir}: holds earlier rounds; pass --resume to continue them or "
+                             f"choose another --work-dir")
+        runtime = setup_runtime(cfg)
+        try:
+            if runtime.dist.world_size > 1:
+                raise InputError("tools/active_learn.py: expected one process; launch it without torchrun")
             return run(cfg, runtime, work_dir, args)
-    finally:
-        shutdown(runtime.dist)
-
+        finally:
+            shutdown(runtime.dist)
 
 if __name__ == "__main__":
     main()

@@ -45,10 +45,12 @@ sys.path.insert(0, str(REPO / "tools"))
 from active_learn import load_model, prediction_dataset, select_next, write_budget  # noqa: E402
 from pcseg.data.budget import Budget, Reader, load_budget, scene_filename, write_annotated_budget  # noqa: E402
 from pcseg.engine.build import setup_runtime  # noqa: E402
-from pcseg.engine.config import Config, exit_on_config_error, load_config  # noqa: E402
+from pcseg.engine.cli import tool_errors  # noqa: E402
+from pcseg.engine.config import Config, load_config  # noqa: E402
 from pcseg.engine.distributed import shutdown  # noqa: E402
 from pcseg.methods.hpal import STRATEGIES, predict_raw_scene  # noqa: E402
 from pcseg.utils.atomic import atomic_path  # noqa: E402
+from pcseg.utils.errors import InputError  # noqa: E402
 from pcseg.vis.ply import save_ply  # noqa: E402
 
 CSV_NAME = "to_label.csv"
@@ -87,18 +89,17 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
 
 def open_dataset(args: argparse.Namespace) -> tuple[Config, Any, Optional[Budget]]:
     """The config, its training scenes under the validation transforms and the ``--budget`` (or None)."""
-    with exit_on_config_error(args.config):
-        cfg = load_config(args.config, args.overrides)
-        dataset = prediction_dataset(cfg)
+    cfg = load_config(args.config, args.overrides)
+    dataset = prediction_dataset(cfg)
     if args.budget is None:
         return cfg, dataset, None
     try:
         previous = load_budget(args.budget)
     except (FileNotFoundError, ValueError) as err:
-        raise SystemExit(f"error: --budget: {err}") from None
+        raise InputError(f"--budget: {err}") from None
     missing = [s for s in dataset.reader.scenes if s not in previous.scenes]
     if missing:
-        raise SystemExit(f"error: --budget {args.budget}: made for other scans, {len(missing)} training scene(s) "
+        raise InputError(f"--budget {args.budget}: made for other scans, {len(missing)} training scene(s) "
                          f"of {args.config} are not in it, e.g. {missing[:3]}")
     return cfg, dataset, previous
 
@@ -167,29 +168,28 @@ def write_selection(out: Path, dataset: Any, picks: dict[str, np.ndarray], model
 def select_command(args: argparse.Namespace) -> Path:
     """``select``: returns the written ``to_label.csv``."""
     if args.count < 1:
-        raise SystemExit(f"error: --count: expected an int >= 1, got {args.count}")
+        raise InputError(f"--count: expected an int >= 1, got {args.count}")
     if args.checkpoint is None and args.strategy != "random":
-        raise SystemExit(f"error: --strategy {args.strategy} ranks points with a model: pass --checkpoint "
+        raise InputError(f"--strategy {args.strategy} ranks points with a model: pass --checkpoint "
                          f"(or use --strategy random for the first round)")
     if args.checkpoint is not None and not Path(args.checkpoint).is_file():
-        raise SystemExit(f"error: --checkpoint {args.checkpoint}: no such file")
+        raise InputError(f"--checkpoint {args.checkpoint}: no such file")
     out = Path(args.out)
     if (out / CSV_NAME).exists():
-        raise SystemExit(f"error: {out / CSV_NAME} exists (perhaps being filled in); choose another --out")
+        raise InputError(f"{out / CSV_NAME} exists (perhaps being filled in); choose another --out")
     cfg, dataset, previous = open_dataset(args)
     runtime = setup_runtime(cfg)
     try:
         model = None
         if args.checkpoint is not None:
-            with exit_on_config_error(args.config):
-                model = load_model(cfg, runtime, dataset.num_classes, Path(args.checkpoint)).eval()
+            model = load_model(cfg, runtime, dataset.num_classes, Path(args.checkpoint)).eval()
         seed = cfg.seed if args.seed is None else args.seed
         predicted: dict[str, np.ndarray] = {}
         try:
             picks = select_next(dataset, previous, model, args.count, args.strategy, seed, runtime.device,
                                 require_label=False, predicted=predicted)
         except ValueError as err:  # more points requested than there are, transforms that drop points
-            raise SystemExit(f"error: {err}") from None
+            raise InputError(str(err)) from None
         rows = write_selection(out, dataset, picks, model, predicted, runtime.device)
     finally:
         shutdown(runtime.dist)
@@ -345,7 +345,7 @@ def apply_command(args: argparse.Namespace) -> Budget:
     """``apply``: returns the written budget."""
     out = Path(args.out)
     if out.exists() and (not out.is_dir() or any(out.iterdir())):
-        raise SystemExit(f"error: --out {out}: exists and is not empty; choose a new budget directory")
+        raise InputError(f"--out {out}: exists and is not empty; choose a new budget directory")
     _, dataset, previous = open_dataset(args)
     labels_path = Path(args.labels)
     try:
@@ -356,7 +356,7 @@ def apply_command(args: argparse.Namespace) -> Budget:
         budget = write_budget(out, lambda tmp: write_annotated_budget(tmp, indices, labels, meta,
                                                                       reader=dataset.reader, previous=previous))
     except ValueError as err:  # AnnotationError, or --budget's labels not those of these scans
-        raise SystemExit(f"error: {err}") from None
+        raise InputError(str(err)) from None
     total = budget.manifest["counts"]["total"]["selected"]
     print(f"wrote annotated budget {out}: {meta['new_points']} new labelled points, {total} in all; train with "
           f"data.budget={out}")
@@ -365,7 +365,8 @@ def apply_command(args: argparse.Namespace) -> Budget:
 
 def main(argv: Optional[Sequence[str]] = None) -> Path | Budget:
     args = parse_args(argv)
-    return select_command(args) if args.command == "select" else apply_command(args)
+    with tool_errors(args.config):
+        return select_command(args) if args.command == "select" else apply_command(args)
 
 
 if __name__ == "__main__":

@@ -21,8 +21,10 @@ from pathlib import Path
 from typing import Optional, Sequence
 
 from pcseg.engine.checkpoint import save_checkpoint
+from pcseg.engine.cli import tool_errors
 from pcseg.models import MODELS, build_model
 from pcseg.models.convert import convert_minkowski_state_dict, read_minkowski_state_dict
+from pcseg.utils.errors import InputError
 
 STEM, CLASSIFIER = "conv0p1s1.kernel", "final.kernel"
 
@@ -38,29 +40,30 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
 
 def main(argv: Optional[Sequence[str]] = None) -> Path:
     args = parse_args(argv)
-    try:
-        state = read_minkowski_state_dict(args.input)
-    except (FileNotFoundError, ValueError) as err:
-        raise SystemExit(f"error: --input: {err}") from None
-    weights = {k.removeprefix("module."): v for k, v in state.items()}
-    for key in (STEM, CLASSIFIER):
-        if key not in weights:
-            raise SystemExit(f"error: --input {args.input}: no {key!r}, which gives the input channels and classes; "
-                             f"is it a MinkUNet / Res16UNet checkpoint? keys: {', '.join(list(weights)[:8])}, …")
-    in_channels, num_classes = weights[STEM].shape[-2], weights[CLASSIFIER].shape[-1]
-    model = build_model({"name": args.model, "in_channels": in_channels, "num_classes": num_classes, "D": args.dim})
-    try:
-        converted = convert_minkowski_state_dict(weights, model, source=args.input)
-    except ValueError as err:
-        raise SystemExit(f"error: --input: {err} (check --model and --dim)") from None
-    out = Path(args.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    save_checkpoint({"model": converted, "converted_from": str(Path(args.input).resolve()),
-                     "architecture": {"name": args.model, "in_channels": in_channels, "num_classes": num_classes,
-                                      "D": args.dim}}, out)
-    print(f"converted {len(state)} MinkowskiEngine tensors into {args.model} (in_channels={in_channels}, "
-          f"num_classes={num_classes}, D={args.dim}) → {out}")
-    return out
+    with tool_errors():
+        try:
+            state = read_minkowski_state_dict(args.input)
+        except (FileNotFoundError, ValueError) as err:
+            raise InputError(f"--input: {err}") from None
+        weights = {k.removeprefix("module."): v for k, v in state.items()}
+        for key in (STEM, CLASSIFIER):
+            if key not in weights:
+                raise InputError(f"--input {args.input}: no {key!r}, which gives the input channels and classes; "
+                                 f"is it a MinkUNet / Res16UNet checkpoint? keys: {', '.join(list(weights)[:8])}, …")
+        in_channels, num_classes = weights[STEM].shape[-2], weights[CLASSIFIER].shape[-1]
+        model = build_model({"name": args.model, "in_channels": in_channels, "num_classes": num_classes, "D": args.dim})
+        try:
+            converted = convert_minkowski_state_dict(weights, model, source=args.input)
+        except ValueError as err:
+            raise InputError(f"--input: {err} (check --model and --dim)") from None
+        out = Path(args.out)
+        out.parent.mkdir(parents=True, exist_ok=True)
+        save_checkpoint({"model": converted, "converted_from": str(Path(args.input).resolve()),
+                         "architecture": {"name": args.model, "in_channels": in_channels, "num_classes": num_classes,
+                                          "D": args.dim}}, out)
+        print(f"converted {len(state)} MinkowskiEngine tensors into {args.model} (in_channels={in_channels}, "
+              f"num_classes={num_classes}, D={args.dim}) → {out}")
+        return out
 
 
 if __name__ == "__main__":

@@ -24,6 +24,7 @@ from pcseg.data.budget import make_budget  # noqa: E402
 from pcseg.data.formats import ScanNetReader  # noqa: E402
 from pcseg.data.synthetic import make_scannet  # noqa: E402
 from pcseg.engine.build import build_trainer, evaluate_checkpoint, setup_runtime  # noqa: E402
+from pcseg.engine.cli import tool_errors  # noqa: E402
 from pcseg.engine.config import load_config  # noqa: E402
 from pcseg.engine.metrics import format_table  # noqa: E402
 from pcseg.methods import build_method  # noqa: E402
@@ -61,26 +62,27 @@ def ensure_budget(root: Path, budget_dir: Path) -> None:
 
 def main(argv: Optional[Sequence[str]] = None) -> float:
     args = parse_args(argv)
-    cfg = load_config(CONFIG, args.overrides)
-    root = Path(cfg.data.kwargs["root"])
-    ensure_data(root, args.scenes, args.points)
-    ensure_budget(root, Path(cfg.data.budget))
-    work_dir = Path(cfg.work_dir)
-    runtime = setup_runtime(cfg)
-    method = build_method(cfg.method)
-    t = time.time()
-    build_trainer(cfg, method, runtime, work_dir).train(resume=(work_dir / "model_last.pth").exists())
-    print(f"[demo] training took {time.time() - t:.0f} s")
-    metrics, class_names = evaluate_checkpoint(cfg, method, runtime, work_dir / "model_best.pth",
-                                               save_dir=work_dir / "predictions")
-    print(f"[demo] {work_dir / 'model_best.pth'} on the validation rooms, every point:")
-    print(format_table(metrics, class_names))
-    val_scene = (root / "scannetv2_val.txt").read_text().split()[0]
-    png = render_scenes(cfg, work_dir / "predictions", [val_scene], work_dir)[0]
-    picture = work_dir / "predictions.png"
-    png.replace(picture)
-    print(f"[demo] validation mIoU {100 * metrics.miou:.1f} % — picture: {picture}")
-    return metrics.miou
+    with tool_errors(CONFIG):
+        cfg = load_config(CONFIG, args.overrides)
+        root = Path(cfg.data.kwargs["root"])
+        ensure_data(root, args.scenes, args.points)
+        ensure_budget(root, Path(cfg.data.budget))
+        work_dir = Path(cfg.work_dir)
+        runtime = setup_runtime(cfg)
+        method = build_method(cfg.method)
+        t = time.time()
+        build_trainer(cfg, method, runtime, work_dir).train(resume=(work_dir / "model_last.pth").exists())
+        print(f"[demo] training took {time.time() - t:.0f} s")
+        metrics, class_names = evaluate_checkpoint(cfg, method, runtime, work_dir / "model_best.pth",
+                                                   save_dir=work_dir / "predictions")
+        print(f"[demo] {work_dir / 'model_best.pth'} on the validation rooms, every point:")
+        print(format_table(metrics, class_names))
+        val_scene = (root / "scannetv2_val.txt").read_text().split()[0]
+        png = render_scenes(cfg, work_dir / "predictions", [val_scene], work_dir)[0]
+        picture = work_dir / "predictions.png"
+        png.replace(picture)
+        print(f"[demo] validation mIoU {100 * metrics.miou:.1f} % — picture: {picture}")
+        return metrics.miou
 
 
 if __name__ == "__main__":

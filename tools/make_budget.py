@@ -21,7 +21,9 @@ import numpy as np
 from pcseg.data.budget import MANIFEST, Budget, Reader, load_budget, make_budget
 from pcseg.data.formats import IGNORE_INDEX
 from pcseg.engine.build import build_dataset
-from pcseg.engine.config import Config, ConfigError, exit_on_config_error, load_config
+from pcseg.engine.cli import tool_errors
+from pcseg.engine.config import Config, ConfigError, ConfigKeyError, load_config
+from pcseg.utils.errors import InputError
 
 DRAWN_KINDS = ("ratio", "points_per_scene")  # "active" and "annotated" budgets come from a method or a person
 
@@ -44,7 +46,7 @@ def parse_amount(kind: str, text: str) -> float | int:
         return float(text) if kind == "ratio" else int(text)
     except ValueError:
         expected = "a fraction such as 0.001" if kind == "ratio" else "an integer such as 20"
-        raise SystemExit(f"error: --amount for --kind {kind}: expected {expected}, got {text!r}") from None
+        raise InputError(f"--amount for --kind {kind}: expected {expected}, got {text!r}") from None
 
 
 def training_reader(cfg: Config) -> Reader:
@@ -56,7 +58,7 @@ def training_reader(cfg: Config) -> Reader:
     base = getattr(dataset, "base", dataset)  # wrappers such as pcseg.data.views.TwoViewDataset
     reader = getattr(base, "reader", None)
     if reader is None:
-        raise ConfigError(f"data.name: dataset {cfg.data.name!r} ({type(base).__name__}) has no raw-scene "
+        raise ConfigKeyError(f"data.name: dataset {cfg.data.name!r} ({type(base).__name__}) has no raw-scene "
                           f"reader (.reader); a budget cannot be drawn for it")
     return reader
 
@@ -64,12 +66,12 @@ def training_reader(cfg: Config) -> Reader:
 def existing_budget(out: Path, kind: str, amount: float | int, seed: int, reader: Reader) -> Optional[Budget]:
     """The budget already at ``out`` if it was made with these settings; None if ``out`` is absent or empty.
 
-    Raises SystemExit when ``out`` holds anything else, naming what differs.
+    Raises InputError when ``out`` holds anything else, naming what differs.
     """
     if not out.exists() or (out.is_dir() and not any(out.iterdir())):
         return None
     if not (out / MANIFEST).is_file():
-        raise SystemExit(f"error: {out}: exists and is not a budget directory ({MANIFEST} missing); "
+        raise InputError(f"{out}: exists and is not a budget directory ({MANIFEST} missing); "
                          f"remove it or pass another --out")
     budget = load_budget(out)
     wanted = {"kind": kind, "amount": amount, "seed": seed, "scenes": list(reader.scenes)}
@@ -78,7 +80,7 @@ def existing_budget(out: Path, kind: str, amount: float | int, seed: int, reader
             got = budget.manifest[key]
             if key == "scenes":
                 value, got = f"{len(value)} scenes of {reader}", f"{len(got)} other scenes"
-            raise SystemExit(f"error: {out / MANIFEST}: a different budget exists here ({key}: requested {value}, "
+            raise InputError(f"{out / MANIFEST}: a different budget exists here ({key}: requested {value}, "
                              f"found {got}); remove it or pass another --out")
     return budget
 
@@ -112,29 +114,29 @@ def format_counts(class_names: Sequence[str], selected: np.ndarray, labelled: np
 
 def main(argv: Optional[Sequence[str]] = None) -> Budget:
     args = parse_args(argv)
-    amount = parse_amount(args.kind, args.amount)
-    with exit_on_config_error(args.config):
+    with tool_errors(args.config):
+        amount = parse_amount(args.kind, args.amount)
         cfg = load_config(args.config, args.overrides)
         if args.out is None and cfg.data.budget is None:
             raise ConfigError(f"{args.config}: data.budget is not set; set it or pass --out")
         reader = training_reader(cfg)
-    out = Path(args.out if args.out is not None else cfg.data.budget)
-    budget = existing_budget(out, args.kind, amount, args.seed, reader)
-    if budget is None:
+        out = Path(args.out if args.out is not None else cfg.data.budget)
+        budget = existing_budget(out, args.kind, amount, args.seed, reader)
+        if budget is None:
+            try:
+                budget = make_budget(reader, args.kind, amount, args.seed, out)
+            except ValueError as err:  # amount or seed out of range
+                raise InputError(str(err)) from None
+            print(f"wrote {args.kind} budget (amount {amount}, seed {args.seed}) for {len(budget.scenes)} scenes "
+                  f"of {reader} to {out}")
+        else:
+            print(f"{out}: a budget with these settings exists; checking it against the data")
         try:
-            budget = make_budget(reader, args.kind, amount, args.seed, out)
-        except ValueError as err:  # amount or seed out of range
-            raise SystemExit(f"error: {err}") from None
-        print(f"wrote {args.kind} budget (amount {amount}, seed {args.seed}) for {len(budget.scenes)} scenes "
-              f"of {reader} to {out}")
-    else:
-        print(f"{out}: a budget with these settings exists; checking it against the data")
-    try:
-        selected, labelled = class_counts(budget, reader, reader.NUM_CLASSES)
-    except ValueError as err:  # labels differ from those the budget was made from
-        raise SystemExit(f"error: {err}") from None
-    print(format_counts(reader.CLASS_NAMES, selected, labelled))
-    return budget
+            selected, labelled = class_counts(budget, reader, reader.NUM_CLASSES)
+        except ValueError as err:  # labels differ from those the budget was made from
+            raise InputError(str(err)) from None
+        print(format_counts(reader.CLASS_NAMES, selected, labelled))
+        return budget
 
 
 if __name__ == "__main__":

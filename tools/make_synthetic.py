@@ -16,6 +16,7 @@ import argparse
 import time
 
 from pcseg.data.synthetic import make_s3dis, make_scannet, make_semantickitti, write_image_folder
+from pcseg.engine.cli import tool_errors
 
 
 def _parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -39,19 +40,21 @@ def _parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 def main(argv: list[str] | None = None) -> None:
     args = _parse_args(argv)
-    start = time.perf_counter()
-    if args.kind == "scannet":
-        written = make_scannet(args.out, args.scenes, args.seed, args.points)
-    elif args.kind == "s3dis":
-        areas = tuple(int(a) for a in args.areas.split(","))
-        written = make_s3dis(args.out, args.scenes, args.seed, args.points, areas, args.corrupt_lines)
-    elif args.kind == "semantickitti":
-        sequences = tuple(s.strip() for s in args.sequences.split(","))
-        written = make_semantickitti(args.out, args.scenes, args.seed, sequences, args.azimuth_steps, args.image_scale)
-    else:
-        written = [name for split in write_image_folder(args.out, args.scenes, args.seed, args.width).values()
-                   for name in split]
-    print(f"wrote {len(written)} {args.kind} scenes to {args.out} in {time.perf_counter() - start:.1f} s")
+    with tool_errors():
+        start = time.perf_counter()
+        if args.kind == "scannet":
+            written = make_scannet(args.out, args.scenes, args.seed, args.points)
+        elif args.kind == "s3dis":
+            areas = tuple(int(a) for a in args.areas.split(","))
+            written = make_s3dis(args.out, args.scenes, args.seed, args.points, areas, args.corrupt_lines)
+        elif args.kind == "semantickitti":
+            sequences = tuple(s.strip() for s in args.sequences.split(","))
+            written = make_semantickitti(args.out, args.scenes, args.seed, sequences, args.azimuth_steps,
+                                         args.image_scale)
+        else:
+            written = [name for split in write_image_folder(args.out, args.scenes, args.seed, args.width).values()
+                       for name in split]
+        print(f"wrote {len(written)} {args.kind} scenes to {args.out} in {time.perf_counter() - start:.1f} s")
 
 
 if __name__ == "__main__":

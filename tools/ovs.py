@@ -30,13 +30,15 @@ import numpy as np
 from PIL import Image
 from torch import Tensor
 
-from pcseg.engine.config import exit_on_config_error, load_config
+from pcseg.engine.cli import tool_errors
+from pcseg.engine.config import load_config
 from pcseg.methods.ovs.encoders import TextEncoder
 from pcseg.methods.ovs.pipeline import (OVSConfig, OVSScene, build_text_encoder, encode_views, fit_scene, label_points,
                                         labels_from_feature_maps, load_scene, miou, query_ious, render_labels,
                                         to_query_labels)
 from pcseg.vis import colorize, get_palette, save_ply
 from pcseg.utils.atomic import atomic_path
+from pcseg.utils.errors import InputError
 
 
 def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
@@ -74,15 +76,20 @@ def _baseline_2d(scene: OVSScene, class_emb: Tensor | None, text_encoder: TextEn
 
 
 def main(argv: Optional[Sequence[str]] = None) -> dict[str, float]:
-    """Run and return the metrics (empty without ground truth)."""
+    """Run and return the metrics (empty without ground truth); mistakes end with ``error: …`` (status 2)."""
     args = parse_args(argv)
-    with exit_on_config_error(args.config):
-        cfg: OVSConfig = load_config(args.config, args.overrides, schema=OVSConfig)
+    with tool_errors(args.config):
+        return run(args)
+
+
+def run(args: argparse.Namespace) -> dict[str, float]:
+    """Fit the scene of ``args.config``, write the label images, PLY and metrics.json; return the metrics."""
+    cfg: OVSConfig = load_config(args.config, args.overrides, schema=OVSConfig)
     out = Path(args.out or cfg.work_dir or Path("work_dirs/ovs") / Path(args.config).stem)
     scene = load_scene(cfg.data, cfg.field.padding)
     queries = tuple(q.strip() for q in args.queries.split(",")) if args.queries else cfg.queries or scene.class_names
     if not queries or any(not q for q in queries):
-        raise SystemExit(f"error: queries expected non-empty names, got {list(queries)}")
+        raise InputError(f"--queries: expected non-empty names, got {list(queries)}")
     text_encoder = build_text_encoder(cfg.features, cfg.seed)
     class_emb = text_encoder(list(scene.class_names)) if scene.class_names else None
     features, dino = encode_views(scene.train, class_emb, cfg.features, cfg.seed, text_encoder, progress=True)

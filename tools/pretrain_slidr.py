@@ -16,7 +16,8 @@ from pathlib import Path
 from typing import Optional, Sequence
 
 from pcseg.engine.checkpoint import load_checkpoint, save_checkpoint
-from pcseg.engine.config import exit_on_config_error, load_config
+from pcseg.engine.cli import tool_errors
+from pcseg.engine.config import ConfigError, load_config
 
 _TRAIN = runpy.run_path(str(Path(__file__).with_name("train.py")))  # tools/ is not a package
 BACKBONE_FILE = "backbone.pth"
@@ -32,17 +33,17 @@ def export_backbone(checkpoint: Path, out: Path) -> None:
 def main(argv: Optional[Sequence[str]] = None) -> Path:
     """Train, export and return the path of ``backbone.pth``."""
     args = _TRAIN["parse_args"](argv)
-    with exit_on_config_error(args.config):
+    with tool_errors(args.config):
         cfg = load_config(args.config, args.overrides)
-    if cfg.method.get("name") != "SLidR":
-        raise SystemExit(f"error: {args.config}: method.name expected 'SLidR', got {cfg.method.get('name')!r}")
-    _TRAIN["main"](argv)
-    work_dir = Path(args.work_dir or cfg.work_dir or _TRAIN["default_work_dir"](args.config))
-    out = work_dir / BACKBONE_FILE
-    if int(os.environ.get("RANK", "0")) == 0:
-        export_backbone(work_dir / "model_last.pth", out)
-        print(f"backbone written to {out}")
-    return out
+        if cfg.method.get("name") != "SLidR":
+            raise ConfigError(f"{args.config}: method.name expected 'SLidR', got {cfg.method.get('name')!r}")
+        _TRAIN["main"](argv)
+        work_dir = Path(args.work_dir or cfg.work_dir or _TRAIN["default_work_dir"](args.config))
+        out = work_dir / BACKBONE_FILE
+        if int(os.environ.get("RANK", "0")) == 0:
+            export_backbone(work_dir / "model_last.pth", out)
+            print(f"backbone written to {out}")
+        return out
 
 
 if __name__ == "__main__":

@@ -10,8 +10,9 @@ from __future__ import annotations
 import argparse
 from typing import Optional, Sequence
 
-from pcseg.engine.build import evaluate_checkpoint, setup_runtime
-from pcseg.engine.config import exit_on_config_error, load_config
+from pcseg.engine.build import config_section, evaluate_checkpoint, setup_runtime
+from pcseg.engine.cli import tool_errors
+from pcseg.engine.config import load_config
 from pcseg.engine.distributed import shutdown
 from pcseg.engine.metrics import SegmentationMetrics, format_table
 from pcseg.methods import build_method
@@ -28,18 +29,19 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
 
 def main(argv: Optional[Sequence[str]] = None) -> SegmentationMetrics:
     args = parse_args(argv)
-    with exit_on_config_error(args.config):
+    with tool_errors(args.config):
         cfg = load_config(args.config, args.overrides)
-    runtime = setup_runtime(cfg)
-    try:
-        with exit_on_config_error(args.config):
-            metrics, class_names = evaluate_checkpoint(cfg, build_method(cfg.method), runtime, args.checkpoint,
+        runtime = setup_runtime(cfg)
+        try:
+            with config_section("method"):
+                method = build_method(cfg.method)
+            metrics, class_names = evaluate_checkpoint(cfg, method, runtime, args.checkpoint,
                                                        save_dir=args.save_predictions)
-        if runtime.dist.is_main:
-            print(format_table(metrics, class_names))
-        return metrics
-    finally:
-        shutdown(runtime.dist)
+            if runtime.dist.is_main:
+                print(format_table(metrics, class_names))
+            return metrics
+        finally:
+            shutdown(runtime.dist)
 
 
 if __name__ == "__main__":

@@ -1,11 +1,11 @@
 """Batching training samples into one sparse batch (docs/contracts.md)."""
 from __future__ import annotations
 
-from typing import Any, Sequence
+from typing import Any, Iterable, Mapping, Sequence
 
 import torch
 
-__all__ = ["collate_sparse"]
+__all__ = ["collate_sparse", "sum_counts"]
 
 _KEYS = ("coords", "feats", "labels", "inverse", "point_labels", "points", "name")
 
@@ -16,7 +16,8 @@ def collate_sparse(samples: Sequence[dict[str, Any]]) -> dict[str, Any]:
     Returns ``coords`` (ΣM, 1+D) int32 with the sample index first, ``feats`` (ΣM, C),
     ``labels`` (ΣM,) int64, ``inverse`` (ΣN,) int64 offset into the batch's voxel rows,
     ``point_labels`` (ΣN,) int64, ``points`` (ΣN, 3) float32, ``point_batch`` (ΣN,) int64 sample
-    index per point, ``names`` list[str].
+    index per point, ``names`` list[str], and ``load_report`` dict[str, int]: the samples'
+    ``load_report`` counts summed (only when a sample has one).
     """
     if not samples:
         raise ValueError("collate_sparse: expected at least one sample, got an empty list")
@@ -46,4 +47,15 @@ def collate_sparse(samples: Sequence[dict[str, Any]]) -> dict[str, Any]:
         "points": torch.cat([s["points"] for s in samples]),
         "point_batch": torch.cat(point_batch),
         "names": [s["name"] for s in samples],
+        **({"load_report": sum_counts(s["load_report"] for s in samples if "load_report" in s)}
+           if any("load_report" in s for s in samples) else {}),
     }
+
+
+def sum_counts(counts: Iterable[Mapping[str, int]]) -> dict[str, int]:
+    """Key-wise sum of count dicts (keys in first-seen order)."""
+    total: dict[str, int] = {}
+    for c in counts:
+        for key, n in c.items():
+            total[key] = total.get(key, 0) + int(n)
+    return total

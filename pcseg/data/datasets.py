@@ -7,6 +7,7 @@ by name: ``ScanNet``, ``S3DIS``, ``SemanticKITTI``, ``ImageFolder``.
 """
 from __future__ import annotations
 
+import dataclasses
 import os
 from pathlib import Path
 from typing import Any, Mapping, Sequence
@@ -20,7 +21,8 @@ from pcseg.data.formats import (IGNORE_INDEX, LoadReport, S3DISReader, ScanNetRe
                                 SemanticKITTIReader)
 from pcseg.data.registry import DATASETS
 from pcseg.data.transforms import Sample, Transform, build_transforms
-from pcseg.sparse import voxelize
+from pcseg.sparse import CoordinateOverflowError, voxelize
+from pcseg.utils.errors import InputError
 
 __all__ = [
     "DatasetWrapper", "build_wrapped_base",
@@ -62,7 +64,8 @@ class SegmentationDataset(torch.utils.data.Dataset):
         self.reader = reader
         self.voxel_size = voxel_size
         self.transforms = transforms
-        self.budget = budget if budget is None or isinstance(budget, Budget) else load_budget(budget)
+        self.budget = (budget if budget is None or isinstance(budget, Budget)
+                       else load_budget(budget, num_classes=reader.NUM_CLASSES))
         self.feature_keys = tuple(feature_keys)
         self.ignore_index = ignore_index
         self.voxel_reduce = voxel_reduce
@@ -135,15 +138,21 @@ class SegmentationDataset(torch.utils.data.Dataset):
         """Voxelize a (transformed) scene into the training sample of docs/contracts.md.
 
         Voxel labels are the majority vote of the budget's points in each voxel (ignore where a
-        voxel holds none); coords are shifted so their minimum is 0 on every axis.
+        voxel holds none); coords are shifted so their minimum is 0 on every axis. ``load_report``
+        (a dict of int counts, the fields of :class:`LoadReport`) is what the reader dropped or
+        remapped when it loaded the scene (readers that keep no reports: absent); collate sums it.
         """
         coord = torch.from_numpy(np.ascontiguousarray(scene["coord"], dtype=np.float32))
         segment = np.asarray(scene["segment"], dtype=np.int64)
         train_labels = np.where(scene["budget_mask"], segment, self.ignore_index)
-        vox = voxelize(coord, self.voxel_size, feats=torch.from_numpy(self.features(scene)),
-                       labels=torch.from_numpy(train_labels), ignore_index=self.ignore_index,
-                       reduce=self.voxel_reduce)
+        try:
+            vox = voxelize(coord, self.voxel_size, feats=torch.from_numpy(self.features(scene)),
+                           labels=torch.from_numpy(train_labels), ignore_index=self.ignore_index,
+                           reduce=self.voxel_reduce)
+        except CoordinateOverflowError as err:  # coordinates too far apart for the voxel size
+            raise InputError(f"{self.reader}: scene {scene['name']!r}: coord: {err}") from None
         coords = vox.coords - vox.coords.min(dim=0).values
+        report = getattr(self.reader, "reports", {}).get(scene["name"])
         points = torch.zeros((len(coord), 3), dtype=torch.float32)
         points[:, : coord.shape[1]] = coord  # D=2 (images): z = 0
         return {
@@ -154,6 +163,7 @@ class SegmentationDataset(torch.utils.data.Dataset):
             "point_labels": torch.from_numpy(segment),
             "points": points,
             "name": scene["name"],
+            **({"load_report": dataclasses.asdict(report)} if report is not None else {}),
         }
 
 
@@ -176,7 +186,7 @@ class ImageFolderReader(SceneReader):
         images = self.root / split / "images"
         self.scenes = sorted(p.stem for p in images.glob("*.png"))
         if not self.scenes:
-            raise FileNotFoundError(f"{images}: expected <name>.png images here, found none")
+            raise InputError(f"{images}: expected <name>.png images here, found none")
 
     def _source(self, name: str) -> str:
         return str(self.root / self.split / "images" / f"{name}.png")
@@ -185,17 +195,17 @@ class ImageFolderReader(SceneReader):
         image_path = Path(self._source(name))
         label_path = self.root / self.split / "labels" / f"{name}.png"
         if not label_path.is_file():
-            raise FileNotFoundError(f"{label_path}: expected the label map of {image_path}, no such file")
+            raise InputError(f"{label_path}: expected the label map of {image_path}, no such file")
         with Image.open(image_path) as im:
             image = np.asarray(im.convert("RGB"))
         with Image.open(label_path) as im:
             raw = np.asarray(im).astype(np.int64)
         if raw.shape != image.shape[:2]:
-            raise ValueError(f"{label_path}: expected a single-channel {image.shape[:2]} label map "
+            raise InputError(f"{label_path}: expected a single-channel {image.shape[:2]} label map "
                              f"like {image_path}, got shape {raw.shape}")
         bad = (raw != self.ignore_label) & ((raw < 0) | (raw >= self.NUM_CLASSES))
         if bad.any():
-            raise ValueError(f"{label_path}: labels expected in [0, {self.NUM_CLASSES}) or {self.ignore_label}, "
+            raise InputError(f"{label_path}: labels expected in [0, {self.NUM_CLASSES}) or {self.ignore_label}, "
                              f"got {np.unique(raw[bad])[:10].tolist()}")
         rows, cols = np.indices(raw.shape)
         return {
@@ -233,18 +243,29 @@ def ScanNet(root: str, split: str, voxel_size: float = 0.02, transforms: Sequenc
 @DATASETS.register
 def S3DIS(root: str, split: str, test_area: int = 5, voxel_size: float = 0.05,
           transforms: Sequence[Mapping[str, Any]] = (), budget: str | None = None, loop: int = 1,
-          seed: int = 0) -> SegmentationDataset:
-    """S3DIS from the raw layout, ``Area_<test_area>`` held out; colour features."""
-    return SegmentationDataset(S3DISReader(root, split, test_area=test_area), voxel_size, _transforms(transforms),
-                               budget, feature_keys=("color",), loop=loop, seed=seed)
+          seed: int = 0, cache_dir: str | None = None) -> SegmentationDataset:
+    """S3DIS from the raw layout, ``Area_<test_area>`` held out; colour features.
+
+    Parsed rooms are cached in ``cache_dir`` (default: :func:`pcseg.data.formats.s3dis.default_cache_dir`).
+    """
+    return SegmentationDataset(S3DISReader(root, split, test_area=test_area, cache_dir=cache_dir), voxel_size,
+                               _transforms(transforms), budget, feature_keys=("color",), loop=loop, seed=seed)
 
 
 @DATASETS.register
 def SemanticKITTI(root: str, split: str, voxel_size: float = 0.05, transforms: Sequence[Mapping[str, Any]] = (),
-                  budget: str | None = None, loop: int = 1, seed: int = 0) -> SegmentationDataset:
-    """SemanticKITTI from the raw layout; remission (``strength``) features."""
-    return SegmentationDataset(SemanticKITTIReader(root, split), voxel_size, _transforms(transforms), budget,
-                               feature_keys=("strength",), loop=loop, seed=seed)
+                  budget: str | None = None, loop: int = 1, seed: int = 0,
+                  sequences: Sequence[str | int] | None = None, labels: bool = True,
+                  camera: int = 2) -> SegmentationDataset:
+    """SemanticKITTI from the raw layout; remission (``strength``) features.
+
+    sequences: the split's sequences instead of the official ones (per split in a config:
+    ``data.train.kwargs.sequences=[00]``); labels: False reads unlabelled scans (pre-training);
+    camera: the image (2 or 3) of :meth:`SemanticKITTIReader.load_image` (see :class:`SemanticKITTIReader`).
+    """
+    reader = SemanticKITTIReader(root, split, sequences=sequences, labels=labels, camera=camera)
+    return SegmentationDataset(reader, voxel_size, _transforms(transforms), budget, feature_keys=("strength",),
+                               loop=loop, seed=seed)
 
 
 @DATASETS.register

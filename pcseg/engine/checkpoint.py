@@ -3,10 +3,12 @@
 A checkpoint is written beside ``<path>``, flushed to disk, then renamed over it with
 ``os.replace`` (atomic on POSIX, :func:`pcseg.utils.atomic.atomic_path`), so a crash at any moment
 leaves either the old or the new file, never a torn one. Checkpoints hold only tensors and plain Python values, so they load with
-``torch.load(weights_only=True)``: the numpy RNG state is stored as a tensor.
+``torch.load(weights_only=True)``: the numpy RNG state is stored as a tensor. A missing, truncated
+or foreign file raises :class:`~pcseg.utils.errors.InputError` naming it.
 """
 from __future__ import annotations
 
+import pickle
 import random
 from pathlib import Path
 from typing import Any
@@ -15,6 +17,7 @@ import numpy as np
 import torch
 
 from ..utils.atomic import atomic_path
+from ..utils.errors import InputError
 
 __all__ = ["save_checkpoint", "load_checkpoint", "get_rng_state", "set_rng_state"]
 
@@ -26,13 +29,21 @@ def save_checkpoint(obj: dict[str, Any], path: str | Path) -> None:
 
 
 def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") -> dict[str, Any]:
-    """Read a checkpoint written by :func:`save_checkpoint` (safe ``weights_only`` unpickling)."""
+    """Read a checkpoint written by :func:`save_checkpoint` (safe ``weights_only`` unpickling).
+
+    Raises InputError when ``path`` is missing, truncated, not a torch file or holds no dict.
+    """
     path = Path(path)
     if not path.is_file():
-        raise FileNotFoundError(f"checkpoint {path} not found")
-    obj = torch.load(path, map_location=map_location, weights_only=True)
+        raise InputError(f"{path}: expected a checkpoint file, no such file")
+    try:
+        obj = torch.load(path, map_location=map_location, weights_only=True)
+    except (RuntimeError, OSError, EOFError, pickle.UnpicklingError) as err:  # torn zip archive, foreign pickle
+        first_line = str(err).splitlines()[0] if str(err) else type(err).__name__
+        raise InputError(f"{path}: expected a checkpoint written by torch.save, cannot read it "
+                         f"({first_line})") from None
     if not isinstance(obj, dict):
-        raise ValueError(f"checkpoint {path}: expected a dict, got {type(obj).__name__}")
+        raise InputError(f"{path}: expected a checkpoint holding a dict, got {type(obj).__name__}")
     return obj
 
 

@@ -16,37 +16,50 @@ the field it sets. Unknown keys and wrongly typed values raise :class:`ConfigErr
 source and the field, e.g. ``configs/x.yaml: train.lrr unknown; known: amp, betas, …``.
 
 ``model``, ``method`` and the ``kwargs`` of ``data`` are free-form mappings: the callee checks
-them (``build_model`` / the registries name unknown keys). After loading everything is read-only:
+them (``build_model`` / the registries name unknown keys; :mod:`pcseg.engine.build` turns those
+into :class:`ConfigKeyError` naming the dotted key). After loading everything is read-only:
 mappings are ``MappingProxyType`` and lists are tuples; :func:`thaw` gives plain copies.
+
+:func:`check_resume_config` compares a run's saved ``config.yaml`` with the config it resumes with.
 """
 from __future__ import annotations
 
 import dataclasses
 import types
 import typing
-from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterator, Literal, Mapping, Optional, Sequence, Union
+from typing import Any, Literal, Mapping, Optional, Sequence, Union
 
 import yaml
 
-from pcseg.utils.registry import UnknownNameError
+from pcseg.utils.errors import InputError
+from pcseg.utils.yaml_io import load_yaml_file
 
-__all__ = ["Config", "ConfigError", "DataConfig", "SplitConfig", "TrainConfig", "EvalConfig",
-           "load_config", "config_from_dict", "config_to_dict", "thaw", "exit_on_config_error"]
+__all__ = ["Config", "ConfigError", "ConfigKeyError", "DataConfig", "SplitConfig", "TrainConfig", "EvalConfig",
+           "load_config", "config_from_dict", "config_to_dict", "thaw", "config_diff", "check_resume_config"]
 
 
-class ConfigError(ValueError):
+class ConfigError(InputError):
     """A config file or override that does not fit the schema; the message names source and field."""
+
+
+class ConfigKeyError(ConfigError):
+    """A value of a loaded config found wrong while building from it; the message starts with the dotted key.
+
+    The message does not name the config file (the objects built from a :class:`Config` do not know
+    it); the tools' guard (:func:`pcseg.engine.cli.tool_errors`) prefixes it.
+    """
 
 
 @dataclass(frozen=True)
 class SplitConfig:
-    """One split of the dataset: its name and the transforms applied to each sample."""
+    """One split of the dataset: its name, the transforms applied to each sample and its own dataset arguments."""
 
     split: str
     transforms: tuple[Mapping[str, Any], ...] = ()  # [{name: RandomRotate, ...}, ...] for build_transforms
+    # this split's dataset arguments on top of data.kwargs, e.g. SemanticKITTI's {sequences: [00]}
+    kwargs: Mapping[str, Any] = field(default_factory=lambda: types.MappingProxyType({}))
 
 
 @dataclass(frozen=True)
@@ -248,8 +261,7 @@ def _read_yaml(path: Path, chain: tuple[Path, ...] = ()) -> dict[str, Any]:
         raise ConfigError(f"{path}: _base_ cycle: {' -> '.join(str(p) for p in chain + (path,))}")
     if not path.is_file():
         raise ConfigError(f"{chain[-1] if chain else 'config'}: file {path} not found")
-    with open(path, encoding="utf-8") as fh:
-        raw = yaml.safe_load(fh) or {}
+    raw = load_yaml_file(path) or {}  # duplicate keys refused, BOM stripped
     if not isinstance(raw, dict):
         raise ConfigError(f"{path}: expected a mapping at the top level, got {type(raw).__name__}")
     bases = raw.pop("_base_", [])
@@ -307,7 +319,12 @@ def _apply_override(raw: dict[str, Any], item: str, schema: type = Config) -> di
 def config_from_dict(raw: Mapping[str, Any], source: str = "config", schema: type = Config) -> Any:
     """Validate plain data (as read from YAML) into a :class:`Config` (or another frozen dataclass
     ``schema`` checked by the same rules, e.g. a tool's own settings); ``source`` prefixes errors."""
-    return _build_dataclass(schema, raw, "", source)
+    cfg = _build_dataclass(schema, raw, "", source)
+    if isinstance(cfg, Config):
+        for section in ("model", "method"):  # free-form, but built by name from a registry
+            if "name" not in getattr(cfg, section):
+                raise ConfigError(f"{source}: {section}.name missing (required: the registered {section} to build)")
+    return cfg
 
 
 def load_config(path: str | Path, overrides: Sequence[str] = (), schema: type = Config) -> Any:
@@ -327,15 +344,38 @@ def config_to_dict(cfg: Config) -> dict[str, Any]:
     return thaw(cfg)
 
 
-@contextmanager
-def exit_on_config_error(path: str | Path) -> Iterator[None]:
-    """For command-line tools: a config mistake exits with ``error: <file>: <field> …``, no traceback.
+_ABSENT = "<absent>"
 
-    Catches :class:`ConfigError` and a registry's unknown-name error (``model 'X' unknown; known: …``).
+
+def config_diff(old: Mapping[str, Any], new: Mapping[str, Any], prefix: str = "") -> dict[str, tuple[Any, Any]]:
+    """Dotted keys whose values differ between two plain configs (:func:`config_to_dict` form).
+
+    Mappings are compared key by key (also the free-form ``model``, ``method``, ``data.kwargs``);
+    a key present on one side only shows ``"<absent>"`` on the other. Returns key -> (old, new).
     """
-    try:
-        yield
-    except ConfigError as err:
-        raise SystemExit(f"error: {err}") from None
-    except UnknownNameError as err:
-        raise SystemExit(f"error: {path}: {err}") from None
+    changed: dict[str, tuple[Any, Any]] = {}
+    for key in [*old, *(k for k in new if k not in old)]:
+        a, b = old.get(key, _ABSENT), new.get(key, _ABSENT)
+        if isinstance(a, Mapping) and isinstance(b, Mapping):
+            changed.update(config_diff(a, b, f"{prefix}{key}."))
+        elif a != b:
+            changed[f"{prefix}{key}"] = (a, b)
+    return changed
+
+
+def check_resume_config(saved: str | Path, cfg: Config, allowed: Sequence[str] = ()) -> dict[str, tuple[Any, Any]]:
+    """Compare the ``config.yaml`` a run saved with the config ``cfg`` it is resumed with.
+
+    allowed: dotted keys (or section prefixes such as ``train``) that may change. Returns the
+    changed keys (all allowed) -> (old, new). Raises ConfigError naming ``saved`` and listing every
+    change that is not allowed, with the ``--allow-changed`` value that would accept them.
+    """
+    saved = Path(saved)
+    old = config_to_dict(config_from_dict(load_yaml_file(saved), str(saved)))  # defaults filled like cfg's
+    changed = config_diff(old, config_to_dict(cfg))
+    refused = [k for k in changed if not any(k == a or k.startswith(f"{a}.") for a in allowed)]
+    if refused:
+        listing = "; ".join(f"{k}: {changed[k][0]!r} -> {changed[k][1]!r}" for k in refused)
+        raise ConfigError(f"{saved}: --resume with a changed config ({listing}); resume with the saved config, "
+                          f"or pass --allow-changed {','.join(refused)} to accept the change")
+    return changed

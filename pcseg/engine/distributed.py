@@ -15,7 +15,9 @@ import torch.distributed as dist
 from torch import Tensor, nn
 from torch.nn.parallel import DistributedDataParallel
 
-__all__ = ["DistInfo", "init_distributed", "resolve_device", "wrap_model", "unwrap_model",
+from .config import ConfigKeyError
+
+__all__ = ["DistInfo", "init_distributed", "check_device", "resolve_device", "wrap_model", "unwrap_model",
            "all_reduce_sum", "all_gather_object", "barrier", "shutdown"]
 
 
@@ -42,6 +44,7 @@ def init_distributed(device_type: str) -> DistInfo:
 
     device_type: ``"cpu"`` (gloo backend) or ``"cuda"`` (nccl). Idempotent.
     """
+    check_device(device_type)
     world_size = int(os.environ.get("WORLD_SIZE", "1"))
     if world_size <= 1:
         return DistInfo()
@@ -55,15 +58,19 @@ def init_distributed(device_type: str) -> DistInfo:
     return info
 
 
+def check_device(device_type: str) -> None:
+    """Raise :class:`~pcseg.engine.config.ConfigKeyError` (key ``device``) unless ``device_type`` can run here."""
+    if device_type not in ("cpu", "cuda"):
+        raise ConfigKeyError(f"device: expected 'cpu' or 'cuda', got {device_type!r}")
+    if device_type == "cuda" and not torch.cuda.is_available():
+        raise ConfigKeyError("device: expected 'cpu' on this machine, got 'cuda' (torch.cuda.is_available() is "
+                             "False: no GPU, or a CPU-only torch); pass device=cpu")
+
+
 def resolve_device(device_type: str, info: DistInfo) -> torch.device:
-    """``"cuda"`` → this process's GPU (``cuda:<local_rank>``); ``"cpu"`` → cpu."""
-    if device_type == "cuda":
-        if not torch.cuda.is_available():
-            raise RuntimeError("device: cuda requested but torch.cuda.is_available() is False; use device=cpu")
-        return torch.device("cuda", info.local_rank)
-    if device_type == "cpu":
-        return torch.device("cpu")
-    raise ValueError(f"device must be 'cpu' or 'cuda', got {device_type!r}")
+    """``"cuda"`` → this process's GPU (``cuda:<local_rank>``), ``"cpu"`` → cpu; checked by :func:`check_device`."""
+    check_device(device_type)
+    return torch.device("cuda", info.local_rank) if device_type == "cuda" else torch.device("cpu")
 
 
 def wrap_model(model: nn.Module, info: DistInfo, device: torch.device) -> nn.Module:

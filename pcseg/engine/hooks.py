@@ -40,6 +40,16 @@ def sparse_input(batch: Mapping[str, Any]) -> SparseTensor:
 class MethodHooks:
     """Base of every training method. Subclasses implement :meth:`losses`; the rest is optional."""
 
+    seed: int = 0  # this process's run seed, set by set_seed; methods derive their random generators from it
+
+    def set_seed(self, seed: int) -> None:
+        """Take this process's run seed, ``cfg.seed + rank`` (``build_trainer`` calls it before :meth:`param_groups`).
+
+        A method that draws random numbers (CPCM's masks, HPAL's student noise) derives them from
+        ``self.seed`` and the step (:func:`pcseg.methods.common.step_generator`).
+        """
+        self.seed = int(seed)
+
     def losses(self, model: nn.Module, batch: Mapping[str, Any], state: TrainState) -> dict[str, Tensor]:
         """Named scalar losses for one batch (already on the device); the trainer sums them."""
         raise NotImplementedError(f"{type(self).__name__} must implement losses(model, batch, state)")

@@ -4,10 +4,24 @@ Per iteration: batch → device → ``method.losses`` under autocast → sum →
 fp16) → ``after_backward`` → clip → optimiser step → LR step → ``after_step``. Every
 ``log_period`` iterations a record goes to ``log.jsonl``/TensorBoard; every ``checkpoint_period``
 iterations, at each epoch end and after each evaluation ``model_last.pth`` is rewritten atomically;
-``model_best.pth`` follows the best validation mIoU.
+``model_best.pth`` follows the best validation mIoU. When both are written, ``model_best.pth`` goes
+first, and ``model_last.pth`` records the step of the best (``best_step``), so a process killed
+between the two writes leaves a best that is never older than what the last records; ``--resume``
+reconciles the pair (:meth:`Trainer.resume`). Temporaries of killed writers are deleted at start.
 
-Resuming restores model, optimiser, scheduler, scaler, method state, best metric and every rank's
-RNG states, then restarts the interrupted epoch at the first iteration not yet done: the sampler's
+Nothing non-finite is saved: each step's loss is checked on the device (no host sync; read at log
+steps and before each checkpoint), and the weights before each checkpoint; either stops training
+with :class:`NonFiniteError` naming the step and the last good checkpoint, which stays untouched.
+
+What the readers dropped or remapped (their ``LoadReport`` counts, summed per batch by
+:func:`pcseg.data.collate.collate_sparse` as ``load_report``) is summed over each epoch on every
+rank and logged once per epoch as a warning in ``train.log`` and a ``load_report`` record in
+``log.jsonl``.
+
+Resuming restores model, optimiser state, scheduler step, scaler, method state, best metric and
+every rank's RNG states (the optimiser's hyper-parameters and base learning rates stay those of
+this run's config, so a change accepted with ``tools/train.py --allow-changed`` takes effect), then
+restarts the interrupted epoch at the first iteration not yet done: the sampler's
 epoch order depends only on (seed, epoch) and a dataset with ``set_epoch(epoch)`` (such as
 ``SegmentationDataset``) augments item i from (seed, epoch, i) alone, so the remaining batches are
 exactly those of an uninterrupted run, and the skipped ones are never loaded. ``log.jsonl`` is
@@ -28,6 +42,9 @@ from torch.optim.lr_scheduler import LRScheduler
 from torch.utils.data import DataLoader
 from tqdm import tqdm
 
+from pcseg.data.collate import sum_counts
+from pcseg.utils.atomic import remove_stale_temporaries
+from pcseg.utils.errors import InputError
 from .checkpoint import get_rng_state, load_checkpoint, save_checkpoint, set_rng_state
 from .distributed import DistInfo, all_gather_object, barrier, unwrap_model
 from .evaluator import Evaluator, to_device
@@ -37,9 +54,14 @@ from .metrics import SegmentationMetrics, format_table
 from .loader import EpochSampler
 from .seeding import loader_seed
 
-__all__ = ["Trainer", "Validation", "AMP_DTYPES"]
+__all__ = ["Trainer", "Validation", "NonFiniteError", "AMP_DTYPES"]
 
 AMP_DTYPES: dict[str, Optional[torch.dtype]] = {"none": None, "bf16": torch.bfloat16, "fp16": torch.float16}
+CHECKPOINTS = ("model_last.pth", "model_best.pth")
+
+
+class NonFiniteError(FloatingPointError):
+    """Training produced a non-finite loss or weights; the message names the step and the last good checkpoint."""
 
 
 @dataclass(frozen=True)
@@ -98,6 +120,10 @@ class Trainer:
         self.dist = dist
         self.iters_per_epoch = len(train_loader)
         self.best_miou = -math.inf
+        self.best_step: Optional[int] = None  # step of the checkpoint in model_best.pth
+        self.last_good = "none (no checkpoint written yet)"  # the newest model_last.pth, for error messages
+        # step (0-based) of the first non-finite loss on this rank, -1 while none; on the device (no sync per step)
+        self._first_nonfinite = torch.full((), -1, dtype=torch.int64, device=device)
         self.state = self._state(0, 0)  # the current iteration's, updated by the loop
         if dist.is_main:
             self.work_dir.mkdir(parents=True, exist_ok=True)
@@ -114,6 +140,10 @@ class Trainer:
 
     def train(self, resume: bool = False) -> Optional[SegmentationMetrics]:
         """Train to ``max_epochs``; returns the last validation metrics (None if none ran)."""
+        if self.dist.is_main:
+            for name in CHECKPOINTS:
+                for tmp in remove_stale_temporaries(self.work_dir / name):
+                    self.logger.warning("removed %s, a temporary left by a killed run", tmp)
         epoch, first_iter = self.resume() if resume else (0, 0)
         self.state = self._state(epoch, epoch * self.iters_per_epoch + first_iter)
         writer = EventWriter(self.work_dir, enabled=self.dist.is_main)
@@ -147,12 +177,15 @@ class Trainer:
         self.method.before_epoch(self.bare_model, self.state)
         window: dict[str, Tensor] = {}
         window_start, window_iters = time.perf_counter(), 0
+        reports: list[dict[str, int]] = []  # LoadReport counts of the batches loaded this epoch
         bar = tqdm(total=self.iters_per_epoch, initial=first_iter, desc=f"epoch {epoch + 1}/{self.max_epochs}",
                    disable=not self.dist.is_main, dynamic_ncols=True, leave=False)
         with bar:
             for it, batch in enumerate(self.train_loader, start=first_iter):
                 self.state = state = self._state(epoch, epoch * self.iters_per_epoch + it)
                 lr = self.optimizer.param_groups[0]["lr"]  # the lr this step uses
+                if "load_report" in batch:
+                    reports.append(batch["load_report"])
                 losses = self.run_step(batch, state)
                 for name, value in losses.items():
                     window[name] = window.get(name, 0.0) + value.detach().float()
@@ -160,12 +193,25 @@ class Trainer:
                 bar.update(1)
                 done = state.step + 1
                 if done % self.log_period == 0 or it + 1 == self.iters_per_epoch:
+                    self.check_finite()
                     record = self._log_train(epoch, done, lr, window, window_iters, time.perf_counter() - window_start)
                     writer.write("train", record)
                     bar.set_postfix(loss=f"{record['loss']:.4f}", lr=f"{record['lr']:.2e}")
                     window, window_start, window_iters = {}, time.perf_counter(), 0
                 if self.checkpoint_period and done % self.checkpoint_period == 0 and it + 1 < self.iters_per_epoch:
                     self.save(epoch, it + 1)
+        self._log_load_report(epoch, sum_counts(reports), writer)
+
+    def _log_load_report(self, epoch: int, dropped: dict[str, int], writer: EventWriter) -> None:
+        """Sum the epoch's LoadReport counts over the ranks; log the non-zero ones (main rank)."""
+        total = sum_counts(all_gather_object(dropped, self.dist))
+        nonzero = {k: v for k, v in total.items() if v}
+        if not nonzero:
+            return
+        self.logger.warning("epoch %d: the readers dropped or remapped data in this epoch's scenes: %s (the "
+                            "per-file warnings are in the data-loader workers' output)", epoch + 1,
+                            ", ".join(f"{k} {v}" for k, v in nonzero.items()))
+        writer.write("load_report", {"epoch": epoch + 1, "step": (epoch + 1) * self.iters_per_epoch, **total})
 
     def run_step(self, batch: Mapping[str, Any], state: TrainState) -> dict[str, Tensor]:
         """One optimisation step on ``batch``; returns the method's losses plus ``loss`` (their sum)."""
@@ -176,6 +222,9 @@ class Trainer:
             raise ValueError(f"{type(self.method).__name__}.losses must return named losses other than 'loss' "
                              f"(the trainer's name for their sum), got {sorted(losses)} at step {state.step}")
         total = sum(losses.values())
+        if not self.scaler.is_enabled():  # fp16's GradScaler skips the steps whose gradients overflow
+            bad = ~torch.isfinite(total.detach()) & (self._first_nonfinite < 0)
+            self._first_nonfinite = torch.where(bad, state.step, self._first_nonfinite)
         self.optimizer.zero_grad(set_to_none=True)
         self.scaler.scale(total).backward()
         self.scaler.unscale_(self.optimizer)
@@ -192,8 +241,6 @@ class Trainer:
                    seconds: float) -> dict[str, Any]:
         """The ``train`` record of the last ``iters`` iterations: mean losses, the current lr, seconds per iteration."""
         values = {name: float(total) / iters for name, total in window.items()}
-        if not math.isfinite(values["loss"]) and not self.scaler.is_enabled():
-            raise FloatingPointError(f"loss is {values['loss']} at epoch {epoch + 1}, step {done}: {values}")
         record = {"epoch": epoch + 1, "step": done, "lr": lr,
                   "loss": values.pop("loss"), "time_per_iter": seconds / iters}
         record.update({f"loss_{name}": v for name, v in values.items()})
@@ -208,16 +255,42 @@ class Trainer:
         self.logger.info("epoch %d validation:\n%s", epoch + 1, format_table(metrics, val.evaluator.class_names))
         improved = metrics.miou > self.best_miou
         if improved:
-            self.best_miou = metrics.miou
+            self.best_miou, self.best_step = metrics.miou, step
         self.save(epoch + 1, 0, best=improved)
         return metrics
 
     # ------------------------------------------------------------------------------------------
+    def check_finite(self) -> None:
+        """Raise NonFiniteError if any rank had a non-finite loss so far (one host sync; collective)."""
+        bad = [s for s in all_gather_object(int(self._first_nonfinite), self.dist) if s >= 0]
+        if bad:
+            step = min(bad)
+            raise NonFiniteError(f"loss is not finite at step {step + 1} (epoch {step // self.iters_per_epoch + 1}); "
+                                 f"training stopped and no checkpoint was written after it; the last good "
+                                 f"checkpoint: {self.last_good}")
+
+    def _check_weights(self, step: int) -> None:
+        """Raise NonFiniteError if a floating-point tensor of the model holds NaN or inf (one host sync)."""
+        state = self.bare_model.state_dict()
+        names = [k for k, t in state.items() if t.is_floating_point()]
+        if not names:
+            return
+        finite = torch.stack([torch.isfinite(state[k]).all() for k in names])
+        if not bool(finite.all()):
+            bad = [k for k, ok in zip(names, finite.tolist()) if not ok]
+            raise NonFiniteError(f"model weights are not finite after step {step} ({', '.join(bad[:3])}"
+                                 f"{', …' if len(bad) > 3 else ''}); training stopped and no checkpoint was "
+                                 f"written; the last good checkpoint: {self.last_good}")
+
     def save(self, epoch: int, it: int, best: bool = False) -> None:
-        """Write ``model_last.pth`` (and ``model_best.pth`` when ``best``) for resuming at (epoch, it).
+        """Write ``model_best.pth`` when ``best``, then ``model_last.pth``, for resuming at (epoch, it).
 
         Collective: every rank must call it (RNG states are gathered); only the main rank writes.
+        Raises NonFiniteError, writing nothing, after a non-finite loss or with non-finite weights.
         """
+        step = epoch * self.iters_per_epoch + it
+        self.check_finite()
+        self._check_weights(step)
         rng = all_gather_object(get_rng_state(self.device), self.dist)
         if not self.dist.is_main:
             return
@@ -227,19 +300,26 @@ class Trainer:
             "scheduler": self.scheduler.state_dict(),
             "scaler": self.scaler.state_dict(),
             "method": self.method.state_dict(),
-            "epoch": epoch, "iter": it, "step": epoch * self.iters_per_epoch + it,
-            "best_miou": self.best_miou,
+            "epoch": epoch, "iter": it, "step": step,
+            "best_miou": self.best_miou, "best_step": self.best_step,
             "rng": rng,
             "data_seed": self.sampler.seed,
             "max_epochs": self.max_epochs, "iters_per_epoch": self.iters_per_epoch,
             "world_size": self.dist.world_size,
         }
-        save_checkpoint(ckpt, self.work_dir / "model_last.pth")
-        if best:
+        if best:  # first: killed before the next write, the last still records the older best (see resume)
             save_checkpoint(ckpt, self.work_dir / "model_best.pth")
+        save_checkpoint(ckpt, self.work_dir / "model_last.pth")
+        self.last_good = f"{self.work_dir / 'model_last.pth'} (epoch {epoch + 1}, iteration {it}, step {step})"
 
     def resume(self) -> tuple[int, int]:
-        """Load ``work_dir/model_last.pth`` if present; returns (epoch, iteration) to continue from."""
+        """Load ``work_dir/model_last.pth`` if present; returns (epoch, iteration) to continue from.
+
+        The optimiser's state and the scheduler's step come from the checkpoint; its hyper-parameters
+        (lr, momentum, weight decay, …) and the base learning rates stay this run's. Then
+        ``model_best.pth`` is reconciled with the best the checkpoint records (:meth:`_reconcile_best`).
+        Raises InputError when the checkpoint was written by a run of another length, data, world size or seed.
+        """
         path = self.work_dir / "model_last.pth"
         if not path.is_file():
             self.logger.warning("resume: %s not found; starting from scratch", path)
@@ -248,16 +328,53 @@ class Trainer:
         for key, ours in (("max_epochs", self.max_epochs), ("iters_per_epoch", self.iters_per_epoch),
                           ("world_size", self.dist.world_size), ("data_seed", self.sampler.seed)):
             if ckpt[key] != ours:
-                raise ValueError(f"resume: {path} was written with {key}={ckpt[key]}, this run has {ours}; the "
-                                 f"remaining iterations and LR schedule would not match (same epochs, data, batch "
-                                 f"size, processes and seed needed)")
+                raise InputError(f"{path}: {key}: expected {ours} as in this run, the checkpoint was written with "
+                                 f"{ckpt[key]}; the remaining iterations and LR schedule would not match (same "
+                                 f"epochs, data, batch size, processes and seed needed to resume)")
+        settings = [{k: v for k, v in group.items() if k != "params"} for group in self.optimizer.param_groups]
+        base_lrs = list(self.scheduler.base_lrs)
         self.bare_model.load_state_dict(ckpt["model"])
         self.optimizer.load_state_dict(ckpt["optimizer"])
         self.scheduler.load_state_dict(ckpt["scheduler"])
+        self.scheduler.base_lrs = base_lrs
+        for group, ours, lr in zip(self.optimizer.param_groups, settings, self.scheduler.get_lr()):
+            group.update(ours, lr=lr)  # the lr of the resumed step under this run's base lr
+        self.scheduler._last_lr = [group["lr"] for group in self.optimizer.param_groups]
         self.scaler.load_state_dict(ckpt["scaler"])
         self.method.load_state_dict(ckpt["method"])
-        self.best_miou = ckpt["best_miou"]
+        self.best_miou, self.best_step = ckpt["best_miou"], ckpt.get("best_step")
         set_rng_state(ckpt["rng"][self.dist.rank], self.device)
+        self.last_good = f"{path} (epoch {ckpt['epoch'] + 1}, iteration {ckpt['iter']}, step {ckpt['step']})"
+        self._reconcile_best(ckpt)
         self.logger.info("resumed from %s at epoch %d, iteration %d (step %d)",
                          path, ckpt["epoch"] + 1, ckpt["iter"], ckpt["step"])
         return ckpt["epoch"], ckpt["iter"]
+
+    def _reconcile_best(self, last: dict[str, Any]) -> None:
+        """Make ``model_best.pth`` and the best recorded in ``last`` (model_last.pth's content) agree.
+
+        - best newer than recorded (killed after writing best, before last): keep it and adopt its
+          mIoU and step, so the retraced evaluation does not replace it by an equal or worse one;
+        - best missing or older than recorded (the file deleted or replaced, or left by a writer that
+          wrote last first): when ``last`` is the checkpoint that was best, write it as
+          ``model_best.pth``; otherwise warn that the recorded best cannot be restored.
+        """
+        path = self.work_dir / "model_best.pth"
+        recorded = self.best_step
+        best = load_checkpoint(path) if path.is_file() else None
+        if best is not None and best["step"] == recorded:
+            return
+        if best is not None and (recorded is None or best["step"] > recorded):
+            self.best_miou, self.best_step = best["best_miou"], best["step"]
+            self.logger.warning("resume: %s (step %d, mIoU %.4f) is newer than the best %s records; keeping it "
+                                "(a run killed between the two writes)", path, best["step"], best["best_miou"],
+                                self.work_dir / "model_last.pth")
+        elif recorded is not None and last["step"] == recorded:
+            if self.dist.is_main:
+                save_checkpoint(last, path)
+            self.logger.warning("resume: %s was %s; rewrote it from model_last.pth (step %d), the best recorded",
+                                path, "missing" if best is None else f"stale (step {best['step']})", recorded)
+        elif recorded is not None:
+            self.logger.warning("resume: %s is %s, but the best recorded is step %d, which no file holds; it is "
+                                "replaced at the next improvement", path,
+                                "missing" if best is None else f"from step {best['step']}", recorded)

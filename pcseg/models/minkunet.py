@@ -23,16 +23,14 @@ from torch import nn
 from pcseg.sparse import (SparseBatchNorm, SparseConvTranspose, SparseFeatureMap, SparseReLU,
                           SparseTensor, sparse_cat)
 
-from .blocks import BasicBlock, conv_bn_relu, make_stage
+from .blocks import conv_bn_relu, make_stage
 from .registry import MODELS
 
 __all__ = ["MinkUNet", "MinkUNet14A", "MinkUNet18A", "MinkUNet34A", "MinkUNet34C", "PLANES", "LAYERS"]
 
 PLANES = {
     "A": (32, 64, 128, 256, 128, 128, 96, 96),
-    "B": (32, 64, 128, 256, 128, 128, 128, 128),
     "C": (32, 64, 128, 256, 256, 128, 96, 96),
-    "D": (32, 64, 128, 256, 384, 384, 384, 384),
 }
 LAYERS = {14: (1,) * 8, 18: (2,) * 8, 34: (2, 3, 4, 6, 2, 2, 2, 2)}
 
@@ -48,7 +46,7 @@ class MinkUNet(nn.Module):
 
     def __init__(self, in_channels: int, num_classes: int, D: int = 3, planes: Sequence[int] = PLANES["C"],
                  layers: Sequence[int] = LAYERS[34], stem_kernel: int = 5, init_dim: int = 32,
-                 bn_momentum: float = 0.1, block: type = BasicBlock):
+                 bn_momentum: float = 0.1):
         super().__init__()
         if len(planes) != 8 or len(layers) != 8:
             raise ValueError(f"planes and layers need 8 entries each, got {len(planes)} and {len(layers)}")
@@ -59,8 +57,8 @@ class MinkUNet(nn.Module):
         self.down, self.enc = nn.ModuleList(), nn.ModuleList()
         for level in range(4):
             self.down.append(conv_bn_relu(channels, channels, 2, 2, D, bn_momentum))
-            stage, channels = make_stage(block, channels, planes[level], layers[level], D, bn_momentum)
-            self.enc.append(stage)
+            self.enc.append(make_stage(channels, planes[level], layers[level], D, bn_momentum))
+            channels = planes[level]
             skip_channels.append(channels)
         self.up, self.dec = nn.ModuleList(), nn.ModuleList()
         for level in range(4):
@@ -68,8 +66,8 @@ class MinkUNet(nn.Module):
             self.up.append(nn.Sequential(SparseConvTranspose(channels, width, 2, stride=2, dim=D),
                                          SparseBatchNorm(width, momentum=bn_momentum), SparseReLU()))
             skip = skip_channels[3 - level]
-            stage, channels = make_stage(block, width + skip, width, layers[4 + level], D, bn_momentum)
-            self.dec.append(stage)
+            self.dec.append(make_stage(width + skip, width, layers[4 + level], D, bn_momentum))
+            channels = width
         self.feature_channels = channels
         self.head = SparseFeatureMap(nn.Linear(channels, num_classes))
 

@@ -1,8 +1,8 @@
 """Atomic file writes: write beside the destination, then ``os.replace`` over it.
 
 A reader (another data-loader worker, a resumed run) sees either the old file or the complete new
-one, never a torn one; a crash leaves at most a hidden ``.<name>.<pid>.tmp`` file, which the next
-write of the same process id replaces and which no reader looks at.
+one, never a torn one; a crash leaves at most a hidden ``.<name>.<pid>.tmp`` file, which no reader
+looks at and :func:`remove_stale_temporaries` deletes once its process is gone.
 """
 from __future__ import annotations
 
@@ -11,7 +11,37 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Iterator
 
-__all__ = ["atomic_path"]
+__all__ = ["atomic_path", "temporary_path", "remove_stale_temporaries"]
+
+
+def temporary_path(path: Path, pid: int) -> Path:
+    """The temporary file process ``pid`` writes before renaming it over ``path``: ``.<name>.<pid>.tmp``."""
+    return path.with_name(f".{path.name}.{pid}.tmp")
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # another user's process
+        return True
+    return True
+
+
+def remove_stale_temporaries(path: str | Path) -> list[Path]:
+    """Delete the temporaries of ``path`` left by killed writers (their process no longer runs).
+
+    Temporaries of running processes, this one included, are kept. Returns the deleted paths.
+    """
+    path = Path(path)
+    removed = []
+    for tmp in path.parent.glob(f".{path.name}.*.tmp"):
+        pid = tmp.name[len(path.name) + 2:-len(".tmp")]
+        if pid.isdigit() and tmp == temporary_path(path, int(pid)) and not _alive(int(pid)):
+            tmp.unlink(missing_ok=True)
+            removed.append(tmp)
+    return sorted(removed)
 
 
 @contextmanager
@@ -24,7 +54,7 @@ def atomic_path(path: str | Path, durable: bool = False) -> Iterator[Path]:
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    tmp = temporary_path(path, os.getpid())
     try:
         yield tmp
         if durable:

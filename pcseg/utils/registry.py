@@ -11,7 +11,7 @@ from __future__ import annotations
 import inspect
 from typing import Any, Callable, Iterator, Mapping, TypeVar
 
-__all__ = ["Registry", "UnknownNameError", "build_from_config"]
+__all__ = ["Registry", "UnknownNameError", "UnknownKeyError", "build_from_config"]
 
 T = TypeVar("T", bound=Callable[..., Any])
 
@@ -23,8 +23,19 @@ class UnknownNameError(KeyError):
         return str(self.args[0])
 
 
+class UnknownKeyError(TypeError):
+    """Keyword arguments a callable does not accept, or required ones missing; the message lists them.
+
+    ``keys``: the offending keys (unknown ones, else missing ones), so a caller can name the config field.
+    """
+
+    def __init__(self, message: str, keys: tuple[str, ...] = ()) -> None:
+        super().__init__(message)
+        self.keys = keys
+
+
 def _check_kwargs(kind: str, name: str, fn: Callable[..., Any], kwargs: Mapping[str, Any]) -> None:
-    """Raise TypeError naming the unknown or missing keys of ``fn(**kwargs)``."""
+    """Raise :class:`UnknownKeyError` naming the unknown or missing keys of ``fn(**kwargs)``."""
     try:
         params = inspect.signature(fn).parameters
     except (TypeError, ValueError):  # builtins without a signature: let the call itself check
@@ -34,19 +45,19 @@ def _check_kwargs(kind: str, name: str, fn: Callable[..., Any], kwargs: Mapping[
     accepted = [k for k, p in params.items() if p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)]
     unknown = sorted(set(kwargs) - set(accepted))
     if unknown:
-        raise TypeError(f"{kind} {name!r}: unknown key(s) {', '.join(unknown)}; "
-                        f"accepted: {', '.join(accepted) or '(none)'}")
+        raise UnknownKeyError(f"{kind} {name!r}: unknown key(s) {', '.join(unknown)}; "
+                              f"accepted: {', '.join(accepted) or '(none)'}", tuple(unknown))
     missing = [k for k in accepted if params[k].default is inspect.Parameter.empty and k not in kwargs]
     if missing:
-        raise TypeError(f"{kind} {name!r}: missing required key(s) {', '.join(missing)}")
+        raise UnknownKeyError(f"{kind} {name!r}: missing required key(s) {', '.join(missing)}", tuple(missing))
 
 
 def build_from_config(kind: str, table: Mapping[str, Callable[..., Any]], cfg: Mapping[str, Any]) -> Any:
     """Call ``table[cfg["name"]](**rest_of_cfg)``.
 
     kind: what the table holds, used in messages (``"dataset"``, ``"transform"``).
-    Raises UnknownNameError for an unknown name (listing the known ones), TypeError for unknown
-    or missing keys, ValueError when ``cfg`` is not a mapping with a ``name``.
+    Raises UnknownNameError for an unknown name (listing the known ones), UnknownKeyError (a
+    TypeError) for unknown or missing keys, ValueError when ``cfg`` is not a mapping with a ``name``.
     """
     if not isinstance(cfg, Mapping) or "name" not in cfg:
         raise ValueError(f"{kind} config must be a mapping with a 'name' key, got {cfg!r}")

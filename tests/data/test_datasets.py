@@ -181,8 +181,8 @@ def test_registry_builds_image_folder_from_config(tmp_path):
 
 @pytest.mark.parametrize("name, reader_attr, extra, features, voxel", [
     ("ScanNet", "ScanNetReader", {}, ("color",), 0.02),
-    ("S3DIS", "S3DISReader", {"test_area": 2}, ("color",), 0.05),
-    ("SemanticKITTI", "SemanticKITTIReader", {}, ("strength",), 0.05),
+    ("S3DIS", "S3DISReader", {"test_area": 2, "cache_dir": "/cache/s3dis"}, ("color",), 0.05),
+    ("SemanticKITTI", "SemanticKITTIReader", {"sequences": ["00"], "labels": False, "camera": 3}, ("strength",), 0.05),
 ])
 def test_registry_wires_the_format_readers(monkeypatch, name, reader_attr, extra, features, voxel):
     import pcseg.data.datasets as datasets

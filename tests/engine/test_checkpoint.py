@@ -1,11 +1,15 @@
 import os
 import random
+import subprocess
+import sys
 
 import numpy as np
 import pytest
 import torch
 
 from pcseg.engine.checkpoint import get_rng_state, load_checkpoint, save_checkpoint, set_rng_state
+from pcseg.utils.atomic import remove_stale_temporaries
+from pcseg.utils.errors import InputError
 
 
 def test_save_and_load_round_trip(tmp_path):
@@ -42,6 +46,33 @@ def test_rng_state_round_trip_through_a_weights_only_file(tmp_path):
     assert got[:2] == expected[:2] and torch.equal(got[2], expected[2])
 
 
-def test_missing_checkpoint_names_the_path(tmp_path):
-    with pytest.raises(FileNotFoundError, match="nope.pth"):
+def test_missing_truncated_or_foreign_checkpoints_are_input_errors_naming_the_file(tmp_path):
+    with pytest.raises(InputError, match=r"nope\.pth: expected a checkpoint file, no such file"):
         load_checkpoint(tmp_path / "nope.pth")
+    good = tmp_path / "good.pth"
+    save_checkpoint({"w": torch.arange(1000)}, good)
+    torn = tmp_path / "torn.pth"
+    torn.write_bytes(good.read_bytes()[: good.stat().st_size // 2])  # a copy cut short
+    with pytest.raises(InputError, match=r"torn\.pth: expected a checkpoint written by torch.save, cannot read it"):
+        load_checkpoint(torn)
+    text = tmp_path / "notes.pth"
+    text.write_text("not a checkpoint\n")
+    with pytest.raises(InputError, match=r"notes\.pth: expected a checkpoint written by torch.save"):
+        load_checkpoint(text)
+    listed = tmp_path / "list.pth"
+    torch.save([torch.zeros(1)], listed)
+    with pytest.raises(InputError, match=r"list\.pth: expected a checkpoint holding a dict, got list"):
+        load_checkpoint(listed)
+
+
+def test_stale_temporaries_of_dead_writers_are_removed_and_live_ones_kept(tmp_path):
+    target = tmp_path / "model_last.pth"
+    dead = subprocess.Popen([sys.executable, "-c", "pass"])
+    dead.wait()  # its pid names a process that no longer runs
+    orphan = tmp_path / f".model_last.pth.{dead.pid}.tmp"
+    mine = tmp_path / f".model_last.pth.{os.getpid()}.tmp"  # a writer that is still running
+    other = tmp_path / f".model_best.pth.{dead.pid}.tmp"  # another file's temporary
+    for path in (orphan, mine, other):
+        path.write_bytes(b"partial")
+    assert remove_stale_temporaries(target) == [orphan]
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted([mine.name, other.name])

@@ -24,7 +24,7 @@ def test_unknown_key_names_file_field_and_known_keys(tmp_path):
     assert str(err.value).startswith(f"{path}: train.lrr unknown; known: amp, betas, checkpoint_period, epochs,")
     with pytest.raises(ConfigError, match=r"x.yaml: trian unknown; known: data, deterministic, device, eval"):
         load_config(_write(tmp_path / "x.yaml", {**BASE, "trian": {}}))
-    with pytest.raises(ConfigError, match=r"data.train.splitt unknown; known: split, transforms"):
+    with pytest.raises(ConfigError, match=r"data.train.splitt unknown; known: kwargs, split, transforms"):
         load_config(_write(tmp_path / "x.yaml", {**BASE, "data": {"name": "S3DIS", "train": {"splitt": "a"}}}))
 
 

@@ -1,4 +1,6 @@
-"""CPCM: RegionMask against numpy, the JS term by hand, stop-gradient, ramp-up, one trainer step."""
+"""CPCM: RegionMask against numpy, stop-gradient, masks from the run seed, one trainer step.
+
+Its loss terms (shared with HPAL) are tested in tests/methods/test_common.py."""
 import json
 import math
 
@@ -12,7 +14,8 @@ from pcseg.engine.build import build_trainer, setup_runtime
 from pcseg.engine.config import config_from_dict
 from pcseg.engine.hooks import TrainState
 from pcseg.methods import METHODS, build_method
-from pcseg.methods.cpcm import CPCM, RegionMask, js_divergence, mask_generator, rampup_weight
+from pcseg.methods.common import step_generator
+from pcseg.methods.cpcm import CPCM, RegionMask
 from pcseg.methods.cpcm import region_boundaries, region_ids
 from pcseg.sparse import SparseTensor
 
@@ -69,8 +72,8 @@ def test_seeded_masks_are_reproducible():
     a = rm(coords, torch.Generator().manual_seed(7))
     assert torch.equal(a, rm(coords, torch.Generator().manual_seed(7)))
     assert not torch.equal(a, rm(coords, torch.Generator().manual_seed(8)))
-    assert torch.equal(rm(coords, mask_generator(0, 5)), rm(coords, mask_generator(0, 5)))
-    assert not torch.equal(rm(coords, mask_generator(0, 5)), rm(coords, mask_generator(0, 6)))
+    assert torch.equal(rm(coords, step_generator(0, 5)), rm(coords, step_generator(0, 5)))
+    assert not torch.equal(rm(coords, step_generator(0, 5)), rm(coords, step_generator(0, 6)))
 
 
 def test_apply_zeroes_masked_rows_only():
@@ -85,32 +88,6 @@ def test_apply_zeroes_masked_rows_only():
 def test_region_mask_rejects_bad_settings(kwargs):
     with pytest.raises(ValueError, match="RegionMask"):
         RegionMask(**kwargs)
-
-
-def test_js_divergence_by_hand():
-    target = torch.tensor([[1.0, 0.0], [0.2, 0.8], [0.3, 0.7]])
-    probs = torch.tensor([[0.5, 0.5], [0.6, 0.4], [0.3, 0.7]])
-    # row 1: m = (.75, .25): KL(p|m) = log(4/3), KL(q|m) = .5 log(2/3) + .5 log 2 = .5 log(4/3)
-    row1 = 0.5 * (math.log(4 / 3) + 0.5 * math.log(4 / 3))
-    # row 2: m = (.4, .6): KL(p|m) = .2 log(.5) + .8 log(4/3), KL(q|m) = .6 log(1.5) + .4 log(2/3)
-    row2 = 0.5 * (0.2 * math.log(0.5) + 0.8 * math.log(4 / 3) + 0.6 * math.log(1.5) + 0.4 * math.log(2 / 3))
-    value = js_divergence(target, probs.log())  # softmax(log q) = q
-    assert value.item() == pytest.approx((row1 + row2 + 0.0) / 3, rel=1e-6)
-    disjoint = js_divergence(torch.tensor([[1.0, 0.0]]), torch.tensor([[-30.0, 30.0]]))
-    assert disjoint.item() == pytest.approx(math.log(2), rel=1e-6)  # the maximum: disjoint supports
-
-
-def test_js_divergence_stops_the_target_gradient():
-    source = torch.randn(5, 4, requires_grad=True)
-    logits = torch.randn(5, 4, requires_grad=True)
-    js_divergence(torch.softmax(source, 1), logits).backward()
-    assert source.grad is None and logits.grad is not None and logits.grad.abs().sum() > 0
-
-
-def test_rampup_weight_is_linear_over_the_epochs():
-    state = lambda step: TrainState(epoch=step // 10, step=step, max_epochs=20, max_steps=200, iters_per_epoch=10)
-    assert [rampup_weight(5.0, 5, state(s)) for s in (0, 25, 50, 120)] == [0.0, 2.5, 5.0, 5.0]
-    assert rampup_weight(10.0, 0, state(0)) == 10.0
 
 
 class Pointwise(nn.Module):
@@ -159,13 +136,15 @@ def test_no_gradient_reaches_the_stop_gradient_branch(target_view):
     assert masked.abs().sum() > 0
 
 
-def test_the_masked_view_gets_the_configured_mask():
+def test_the_masked_view_gets_the_configured_mask_from_the_run_seed():
     batch = _two_view_batch()
     method = CPCM(mask_ratio=0.75, grid=2)
-    feats_masked = method.branches(batch, STATE)[2][0]
-    zeroed = (feats_masked == 0).all(1)
-    expected = RegionMask(0.75, 2)(batch["view2_coords"], mask_generator(0, STATE.step))
-    assert torch.equal(zeroed, expected)
+    zeroed = [(method.branches(batch, STATE)[2][0] == 0).all(1)]  # before set_seed: seed 0
+    method.set_seed(7)
+    zeroed.append((method.branches(batch, STATE)[2][0] == 0).all(1))
+    for seed, mask in zip((0, 7), zeroed):
+        assert torch.equal(mask, RegionMask(0.75, 2)(batch["view2_coords"], step_generator(seed, STATE.step)))
+    assert not torch.equal(*zeroed)
 
 
 def test_consistency_only_compares_the_two_unmasked_views():
@@ -215,9 +194,11 @@ def test_one_cpcm_epoch_through_the_trainer(tmp_path):
                  "val": {"split": "val", "transforms": [{"name": "NormalizeColor"}]}, "batch_size": 2},
         "model": {"name": "MinkUNet14A", "in_channels": 3, "num_classes": 20, "D": 3},
         "method": {"name": "CPCM", "grid": 2, "rampup_epochs": 0},
-        "train": {"epochs": 1, "log_period": 1},
+        "train": {"epochs": 1, "log_period": 1}, "seed": 3,
     })
-    trainer = build_trainer(cfg, build_method(cfg.method), setup_runtime(cfg), tmp_path / "work")
+    method = build_method(cfg.method)
+    trainer = build_trainer(cfg, method, setup_runtime(cfg), tmp_path / "work")
+    assert method.seed == 3  # the run seed + rank 0: the masks derive from cfg.seed
     batch = next(iter(trainer.train_loader))
     assert 100 < len(batch["coords"]) < 2000 and len(batch["view2_coords"]) > 100
     trainer.train()

@@ -96,8 +96,11 @@ def test_vm_grid_matches_hand_trilinear_interpolation():
 
 def test_field_is_empty_outside_its_box():
     field = RadianceField(torch.tensor([[-1.0] * 3, [1.0] * 3]), resolution=8, density_shift=5.0)
+    with torch.no_grad():
+        for p in field.density_grid.parameters():
+            p.zero_()  # the grid adds nothing: inside, sigma = softplus(0 + shift) = log(1 + e^5)
     out = field(torch.tensor([[0.0, 0.0, 0.0], [1.5, 0.0, 0.0]]))
-    assert out["sigma"][0] > 0 and out["sigma"][1] == 0
+    assert out["sigma"][0].item() == pytest.approx(math.log1p(math.exp(5.0)), rel=1e-6) and out["sigma"][1] == 0
     assert out["rgb"].shape == (2, 3) and out["feature"].shape == (2, field.feature_dim)
 
 

@@ -9,9 +9,10 @@ from torch import nn
 from pcseg.engine.hooks import Supervised, TrainState
 from pcseg.methods import METHODS, build_method
 from pcseg.methods.slidr import (CachedTeacher, ResNet50Trunk, SLidR, build_teacher, pool_image_features,
-                                 superpixel_info_nce, superpixel_pool)
+                                 info_nce, superpixel_pool)
 from pcseg.methods.slidr import teacher as teacher_module
 from pcseg.models import build_model
+from pcseg.sparse import SparseTensor
 
 STATE = TrainState(epoch=0, step=0, max_epochs=1, max_steps=1, iters_per_epoch=1)
 
@@ -53,8 +54,8 @@ def test_info_nce_by_hand():
     for i in range(3):
         s = [sum(a * b for a, b in zip(k[i], q[j])) / t for j in range(3)]
         total += -s[i] + math.log(sum(math.exp(v) for v in s))
-    assert superpixel_info_nce(points, pixels, t).item() == pytest.approx(total / 3, rel=1e-6)
-    empty = superpixel_info_nce(torch.zeros(0, 2, requires_grad=True), torch.zeros(0, 2), t)
+    assert info_nce(points, pixels, t).item() == pytest.approx(total / 3, rel=1e-6)
+    empty = info_nce(torch.zeros(0, 2, requires_grad=True), torch.zeros(0, 2), t)
     assert empty.item() == 0.0 and empty.requires_grad
 
 
@@ -144,7 +145,7 @@ def _camera_batch():
             "inverse": torch.arange(len(coords)), "point_superpixel": point_superpixel,
             "images": torch.randint(0, 256, (2, 3, 8, 12), generator=gen, dtype=torch.uint8),
             "superpixels": torch.stack([superpixels, superpixels + 6]), "num_superpixels": 12,
-            "pixel": torch.zeros(len(coords), 2, dtype=torch.int64), "P2": torch.zeros(2, 3, 4),
+            "pixel": torch.zeros(len(coords), 2, dtype=torch.int64), "P": torch.zeros(2, 3, 4),
             "Tr": torch.zeros(2, 4, 4)}
 
 
@@ -164,7 +165,7 @@ def test_slidr_loss_is_the_info_nce_of_pooled_head_outputs():
     keep = [s for s in range(12) if (batch["point_superpixel"] == s).any()]
     k = torch.stack([points[batch["point_superpixel"] == s].mean(0) for s in keep])
     q = torch.stack([pixels[s // 6].permute(1, 2, 0)[batch["superpixels"][s // 6] == s].mean(0) for s in keep])
-    torch.testing.assert_close(loss, superpixel_info_nce(k, q, 0.07))
+    torch.testing.assert_close(loss, info_nce(k, q, 0.07))
 
     loss.backward()
     assert all(p.grad is not None for p in method.heads.parameters())
@@ -174,6 +175,69 @@ def test_slidr_loss_is_the_info_nce_of_pooled_head_outputs():
     restored.param_groups(model)
     restored.load_state_dict(method.state_dict())
     torch.testing.assert_close(restored.heads["points"].weight, method.heads["points"].weight)
+
+
+class _FixedFeatures(nn.Module):
+    """A 'backbone' whose features are given: forward_features returns ``feats`` on the input's sites."""
+
+    def __init__(self, feats: torch.Tensor):
+        super().__init__()
+        self.feats = nn.Parameter(feats)
+        self.feature_channels = feats.shape[1]
+
+    def forward_features(self, x):
+        return SparseTensor(self.feats, x.C, context=x.context)
+
+
+def _unit(v):
+    n = math.sqrt(sum(a * a for a in v))
+    return [a / n for a in v]
+
+
+def _mean(rows):
+    return [sum(c) / len(rows) for c in zip(*rows)]
+
+
+def test_slidr_loss_by_hand_normalises_each_point_and_pixel_before_pooling():
+    """Identity heads, a teacher that passes the image's R, G values through: every number is known.
+
+    Points (superpixel): (2,0) (0,4) in 0, (1,0) in 1, (1,3) in 2, (5,5) in none. Pixels (superpixel):
+    (3,0) (0,1) in 0, (1,1) in 1, (0,2) in 2, (4,4) in 3 (no point: left out). Unit vectors are averaged
+    per superpixel, then normalised again by the InfoNCE: without the per-point / per-pixel
+    normalisation superpixel 0 would pool (1, 2) / (1.5, 0.5) instead of the direction (1, 1).
+    """
+    points = [[2.0, 0.0], [0.0, 4.0], [1.0, 0.0], [1.0, 3.0], [5.0, 5.0]]
+    pixels = [[3, 0], [0, 1], [1, 1], [0, 2], [4, 4]]
+    point_superpixel, pixel_superpixel = [0, 0, 1, 2, -1], [0, 0, 1, 2, 3]
+    teacher = nn.Conv2d(3, 2, 1, bias=False)
+    heads_points, heads_pixels = nn.Linear(2, 2), nn.Conv2d(2, 2, 1)
+    with torch.no_grad():
+        teacher.weight.copy_(torch.tensor([[255.0, 0, 0], [0, 255.0, 0]])[:, :, None, None])  # (R, G) * 255 / 255
+        heads_points.weight.copy_(torch.eye(2))
+        heads_points.bias.zero_()
+        heads_pixels.weight.copy_(torch.eye(2)[:, :, None, None])
+        heads_pixels.bias.zero_()
+    image = torch.zeros(1, 3, 1, 5, dtype=torch.uint8)
+    image[0, :2, 0] = torch.tensor(pixels, dtype=torch.uint8).T
+    coords = torch.cat([torch.zeros(5, 1), torch.arange(5)[:, None], torch.zeros(5, 2)], 1).to(torch.int32)
+    batch = {"coords": coords, "feats": torch.ones(5, 1), "inverse": torch.arange(5),
+             "point_superpixel": torch.tensor(point_superpixel), "images": image,
+             "superpixels": torch.tensor([[pixel_superpixel]]), "num_superpixels": 4,
+             "pixel": torch.zeros(5, 2, dtype=torch.int64), "P": torch.zeros(1, 3, 4), "Tr": torch.zeros(1, 4, 4)}
+    model = _FixedFeatures(torch.tensor(points))
+    method = SLidR(teacher=teacher, projection_dim=2, temperature=0.5)
+    method.param_groups(model)
+    method.heads["points"].load_state_dict(heads_points.state_dict())
+    method.heads["pixels"].load_state_dict(heads_pixels.state_dict())
+
+    k = [_unit(_mean([_unit(p) for p, s in zip(points, point_superpixel) if s == i])) for i in range(3)]
+    q = [_unit(_mean([_unit(p) for p, s in zip(pixels, pixel_superpixel) if s == i])) for i in range(3)]
+    assert k[0] == pytest.approx([math.sqrt(0.5)] * 2) and q[0] == pytest.approx([math.sqrt(0.5)] * 2)
+    total = 0.0
+    for i in range(3):
+        s = [sum(a * b for a, b in zip(k[i], q[j])) / 0.5 for j in range(3)]
+        total += -s[i] + math.log(sum(math.exp(v) for v in s))
+    assert method.losses(model, batch, STATE)["nce"].item() == pytest.approx(total / 3, rel=1e-5)
 
 
 class _CountingTeacher(_PoolTeacher):

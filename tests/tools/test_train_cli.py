@@ -67,6 +67,46 @@ def test_torchrun_two_processes_on_cpu(tmp_path):
 def test_unknown_model_name_exits_naming_the_config(tmp_path):
     config = write_config(tmp_path)
     train = runpy.run_path(str(REPO / "tools" / "train.py"))
-    with pytest.raises(SystemExit, match=rf"error: {config}: model 'MinkUNet15A' unknown; known: MinkUNet14A,"):
+    expected = rf"error: {config}: model.name: model 'MinkUNet15A' unknown; known: MinkUNet14A,"
+    with pytest.raises(SystemExit, match=expected):
         train["main"](["--config", str(config), "--work-dir", str(tmp_path / "w"), "model.name=MinkUNet15A",
                        "deterministic=false"])  # keep this pytest process's torch flags at their defaults
+
+
+def _records(work):
+    return [json.loads(line) for line in (work / "log.jsonl").read_text().splitlines()]
+
+
+def test_resume_with_a_changed_config_is_refused_unless_the_keys_are_allowed(tmp_path, capsys):
+    config = write_config(tmp_path, epochs=2, scheduler="constant", warmup_iters=0)
+    work = tmp_path / "work"
+    train = runpy.run_path(str(REPO / "tools" / "train.py"))
+    common = ["--config", str(config), "--work-dir", str(work)]
+    flags = "deterministic=false"  # keep this pytest process's torch flags
+    train["main"](common + ["train.epochs=1", flags])  # a finished 1-epoch run: 3 steps at lr 0.02
+    saved = (work / "config.yaml").read_bytes()
+    capsys.readouterr()
+
+    with pytest.raises(SystemExit) as refused:
+        train["main"](common + ["--resume", "train.epochs=1", "train.lr=0.05", "data.batch_size=3", flags])
+    err = capsys.readouterr().err
+    assert refused.value.code == 2 and "Traceback" not in err
+    assert err.splitlines()[-1] == (f"error: {work / 'config.yaml'}: --resume with a changed config (data.batch_size: "
+                                    f"2 -> 3; train.lr: 0.02 -> 0.05); resume with the saved config, or pass "
+                                    f"--allow-changed data.batch_size,train.lr to accept the change")
+    assert (work / "config.yaml").read_bytes() == saved  # not rewritten
+    assert len(_records(work)) == 4  # nothing trained: 3 train records + 1 val
+
+    with pytest.raises(SystemExit, match=r"data.batch_size: 2 -> 3\); resume with the saved config, or pass "
+                                         r"--allow-changed data.batch_size"):
+        train["main"](common + ["--resume", "--allow-changed", "train.lr", "train.epochs=1", "train.lr=0.05",
+                                "data.batch_size=3", flags])
+    assert (work / "config.yaml").read_bytes() == saved
+
+    # an allowed change is accepted, logged, saved and used; a log period change takes effect too
+    train["main"](common + ["--resume", "--allow-changed", "train.lr,train.log_period", "train.epochs=1",
+                            "train.lr=0.05", "train.log_period=2", flags])
+    assert "lr: 0.05" in (work / "config.yaml").read_text()
+    assert "resume: train.lr changed from 0.02 to 0.05 (--allow-changed)" in (work / "train.log").read_text()
+    assert len(_records(work)) == 4  # the 1-epoch run was complete: nothing left to train
+

@@ -13,32 +13,27 @@ view 1, view 2 and a RegionMask-ed copy of view 2. Losses:
 ``consistency_only`` drops the mask (the ablation "consistency" of the paper): the forward holds
 views 1 and 2 and ``js`` goes from view 1 (stop-gradient) to view 2.
 
-Masks are drawn from a generator seeded by ``(seed, step)``, so they are reproducible and a resumed
-run draws the same masks as an uninterrupted one.
+Masks are drawn from :func:`~pcseg.methods.common.step_generator` of the run seed (``cfg.seed + rank``,
+given by ``build_trainer``) and the step, so they are reproducible and a resumed run draws the same
+masks as an uninterrupted one.
 """
 from __future__ import annotations
 
 from typing import Any, Mapping
 
-import numpy as np
 import torch
 from torch import Tensor, nn
 
 from pcseg.data.formats import IGNORE_INDEX
 from pcseg.data.views import VIEW2_KEYS
 from pcseg.engine.hooks import MethodHooks, TrainState
+from pcseg.methods.common import js_divergence, labelled_cross_entropy, rampup_weight, step_generator
 from pcseg.methods.registry import METHODS
 from pcseg.sparse import SparseTensor
 
-from .losses import js_divergence, labelled_cross_entropy, rampup_weight
 from .region_mask import RegionMask
 
-__all__ = ["CPCM", "mask_generator"]
-
-
-def mask_generator(seed: int, step: int) -> torch.Generator:
-    """The CPU generator of the masks of global iteration ``step``."""
-    return torch.Generator().manual_seed(int(np.random.SeedSequence([seed, step]).generate_state(1, np.uint64)[0] >> 1))
+__all__ = ["CPCM"]
 
 
 @METHODS.register
@@ -50,12 +45,12 @@ class CPCM(MethodHooks):
     rampup_epochs: length of the linear ramp of the weight (paper: 5).
     target_view: 1 or 2, the unmasked view whose (stop-gradient) prediction the masked view matches.
     consistency_only: no mask; consistency from view 1 to view 2.
-    seed: seeds the masks (with the step). ignore_index: label of unlabelled voxels.
+    ignore_index: label of unlabelled voxels. The masks' seed is the run's (``self.seed``, see
+    :meth:`~pcseg.engine.hooks.MethodHooks.set_seed`).
     """
 
     def __init__(self, mask_ratio: float = 0.75, grid: int = 4, weight: float = 5.0, rampup_epochs: float = 5.0,
-                 target_view: int = 1, consistency_only: bool = False, seed: int = 0,
-                 ignore_index: int = IGNORE_INDEX) -> None:
+                 target_view: int = 1, consistency_only: bool = False, ignore_index: int = IGNORE_INDEX) -> None:
         if target_view not in (1, 2):
             raise ValueError(f"CPCM.target_view: expected 1 or 2, got {target_view!r}")
         if consistency_only and target_view != 1:
@@ -67,7 +62,6 @@ class CPCM(MethodHooks):
         self.rampup_epochs = float(rampup_epochs)
         self.target_view = target_view
         self.consistency_only = consistency_only
-        self.seed = seed
         self.ignore_index = ignore_index
 
     def branches(self, batch: Mapping[str, Any], state: TrainState) -> list[tuple[Tensor, Tensor]]:
@@ -80,7 +74,7 @@ class CPCM(MethodHooks):
         out = [(batch["feats"], batch["coords"]), (batch["view2_feats"], batch["view2_coords"])]
         if not self.consistency_only:
             masked = self.region_mask.apply(batch["view2_feats"], batch["view2_coords"],
-                                            mask_generator(self.seed, state.step))
+                                            step_generator(self.seed, state.step))
             out.append((masked, batch["view2_coords"]))
         return out
 

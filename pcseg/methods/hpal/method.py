@@ -4,7 +4,8 @@ Each batch holds two augmented views of the same scenes (``data.name: TwoViews``
 :mod:`pcseg.data.views`). The EMA **teacher** sees view 1 (no gradient, eval mode); the **student**
 (the trained model) sees view 2, made stronger still by feature noise (Gaussian, std
 ``student_noise``) and feature dropout (the input features of a ``student_dropout`` fraction of
-voxels zeroed), drawn from a generator seeded by ``(seed, step)`` so a resumed run draws the same.
+voxels zeroed), drawn from :func:`~pcseg.methods.common.step_generator` of the run seed
+(``cfg.seed + rank``, given by ``build_trainer``) and the step, so a resumed run draws the same.
 Losses, compared on the *points* (each view's voxels read through its inverse map):
 
 - ``ce``: cross-entropy on the labelled voxels of the student view;
@@ -28,11 +29,11 @@ from torch import Tensor, nn
 from pcseg.data.formats import IGNORE_INDEX
 from pcseg.data.views import VIEW2_KEYS
 from pcseg.engine.hooks import MethodHooks, TrainState
-from pcseg.methods.cpcm import labelled_cross_entropy, mask_generator, rampup_weight
+from pcseg.methods.common import kl_consistency, labelled_cross_entropy, rampup_weight, step_generator
 from pcseg.methods.registry import METHODS
 from pcseg.sparse import SparseTensor
 
-__all__ = ["HPAL", "ema_update", "kl_consistency", "pseudo_labels", "strong_features"]
+__all__ = ["HPAL", "ema_update", "pseudo_labels", "strong_features"]
 
 
 @torch.no_grad()
@@ -45,22 +46,6 @@ def ema_update(teacher: nn.Module, student: nn.Module, decay: float) -> None:
             t.mul_(decay).add_(s, alpha=1.0 - decay)
         else:
             t.copy_(s)
-
-
-def kl_consistency(teacher_probs: Tensor, student_logits: Tensor) -> Tensor:
-    """Mean over rows of ``KL(p || softmax(logits)) = sum_c p_c (log p_c - log q_c)`` (0 log 0 = 0).
-
-    teacher_probs: (P, C) probabilities, detached here; student_logits: (P, C). Zero rows give 0
-    (still depending on ``student_logits``).
-    """
-    if teacher_probs.shape != student_logits.shape:
-        raise ValueError(f"kl_consistency: teacher {tuple(teacher_probs.shape)} and student "
-                         f"{tuple(student_logits.shape)} differ")
-    if teacher_probs.shape[0] == 0:
-        return student_logits.sum() * 0.0
-    p = teacher_probs.detach().float()
-    log_q = torch.log_softmax(student_logits.float(), dim=1)
-    return (torch.xlogy(p, p) - p * log_q).sum(dim=1).mean()
 
 
 def pseudo_labels(teacher_probs: Tensor, labelled: Tensor, confidence: float,
@@ -90,12 +75,13 @@ class HPAL(MethodHooks):
 
     ema_decay: teacher momentum (paper 0.955). confidence: pseudo-label threshold (paper 0.75).
     kl_weight, pseudo_weight: weights of the unsupervised terms after ``rampup_epochs``.
-    student_noise, student_dropout: the student's extra feature perturbation. seed: seeds it with the step.
+    student_noise, student_dropout: the student's extra feature perturbation, drawn from the run's seed
+    (``self.seed``, see :meth:`~pcseg.engine.hooks.MethodHooks.set_seed`) and the step.
     """
 
     def __init__(self, ema_decay: float = 0.955, confidence: float = 0.75, kl_weight: float = 1.0,
                  pseudo_weight: float = 1.0, rampup_epochs: float = 0.0, student_noise: float = 0.1,
-                 student_dropout: float = 0.1, seed: int = 0, ignore_index: int = IGNORE_INDEX) -> None:
+                 student_dropout: float = 0.1, ignore_index: int = IGNORE_INDEX) -> None:
         for name, value in (("ema_decay", ema_decay), ("confidence", confidence), ("student_dropout", student_dropout)):
             if not 0.0 <= value <= 1.0:
                 raise ValueError(f"HPAL.{name}: expected a value in [0, 1], got {value}")
@@ -110,7 +96,6 @@ class HPAL(MethodHooks):
         self.rampup_epochs = float(rampup_epochs)
         self.student_noise = float(student_noise)
         self.student_dropout = float(student_dropout)
-        self.seed = seed
         self.ignore_index = ignore_index
         self.teacher: Optional[nn.Module] = None
         self._pending: Optional[Mapping[str, Tensor]] = None  # teacher weights loaded before before_train
@@ -153,7 +138,7 @@ class HPAL(MethodHooks):
             raise KeyError(f"HPAL needs two views per scene but the batch lacks {', '.join(missing)}; use "
                            f"data.name: TwoViews (pcseg.data.views) with kwargs.dataset naming the base dataset")
         feats = strong_features(batch["view2_feats"], self.student_noise, self.student_dropout,
-                                mask_generator(self.seed, state.step))
+                                step_generator(self.seed, state.step))
         student = model(SparseTensor(feats, batch["view2_coords"])).F.float()
         with torch.no_grad():
             teacher = self._teacher()(SparseTensor(batch["feats"], batch["coords"])).F.float()

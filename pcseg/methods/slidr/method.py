@@ -6,8 +6,11 @@ Per batch (:mod:`pcseg.data.lidar_camera` samples):
   per voxel → read per point through ``inverse``;
 - 2D: frozen :class:`~.teacher.ImageTeacher` on the images → 1x1 ``nn.Conv2d`` head to
   ``projection_dim`` → bilinear upsampling to the image size → L2-normalised per pixel;
-- both averaged per superpixel (:mod:`.pooling`); the superpixels holding at least one point enter
-  :func:`~.losses.superpixel_info_nce` (temperature 0.07), logged as ``nce``.
+- ``pooling: superpixel`` (SLidR): both averaged per superpixel (:mod:`.pooling`); the superpixels
+  holding at least one point enter :func:`~.losses.info_nce` (temperature 0.07), logged as ``nce``;
+- ``pooling: point`` (the paper's ablation without superpixels, PPKT-style): up to ``num_matches``
+  points with a pixel, each point's feature against its pixel's feature, the other sampled points
+  as negatives (:func:`~.losses.point_info_nce`), logged as ``nce``.
 
 The heads and the teacher belong to the method: :meth:`SLidR.param_groups` builds them on the
 model's device (the teacher is built there too, so a config names its weights file without
@@ -17,7 +20,7 @@ The model's classifier takes no part. Single process only: the heads sit outside
 """
 from __future__ import annotations
 
-from typing import Any, Mapping, Optional
+from typing import Any, Literal, Mapping, Optional
 
 import torch
 import torch.nn.functional as F
@@ -27,7 +30,7 @@ from pcseg.data.lidar_camera import CAMERA_BATCH_KEYS
 from pcseg.engine.hooks import MethodHooks, TrainState, sparse_input
 from pcseg.methods.registry import METHODS
 
-from .losses import superpixel_info_nce
+from .losses import info_nce, point_info_nce
 from .pooling import pool_image_features, superpixel_pool
 from .teacher import ImageTeacher, build_teacher
 from .teacher_cache import CachedTeacher
@@ -45,17 +48,27 @@ class SLidR(MethodHooks):
     head_lr: learning rate of the two heads; None = ``train.lr``.
     teacher_cache: keep the teacher's feature maps of this many images in memory (a
         :class:`~.teacher_cache.CachedTeacher`), so a frame seen again skips the 2D forward; 0: none.
+    pooling: ``superpixel`` (SLidR) or ``point`` (PPKT-style point-pixel pairs, no superpixels).
+    num_matches: ``point`` only: pairs sampled per batch from torch's global generator (SLidR's
+        PPKT: 4096); None: every point with a pixel.
     """
 
     def __init__(self, teacher: Mapping[str, Any] | nn.Module, projection_dim: int = 64, temperature: float = 0.07,
-                 head_lr: Optional[float] = None, teacher_cache: int = 0) -> None:
+                 head_lr: Optional[float] = None, teacher_cache: int = 0,
+                 pooling: Literal["superpixel", "point"] = "superpixel", num_matches: Optional[int] = 4096) -> None:
         if not isinstance(teacher, nn.Module) and not (isinstance(teacher, Mapping) and "name" in teacher):
             raise ValueError(f"SLidR.teacher: expected an nn.Module or a mapping with a 'name' "
                              f"(e.g. {{name: ResNet50, weights: <file>}}), got {teacher!r}")
         if projection_dim < 1 or temperature <= 0 or (head_lr is not None and head_lr <= 0) or teacher_cache < 0:
             raise ValueError(f"SLidR: expected projection_dim >= 1, temperature > 0, head_lr > 0 or None, "
                              f"teacher_cache >= 0; got {projection_dim}, {temperature}, {head_lr}, {teacher_cache}")
+        if pooling not in ("superpixel", "point"):
+            raise ValueError(f"SLidR.pooling: expected 'superpixel' or 'point', got {pooling!r}")
+        if num_matches is not None and num_matches < 1:
+            raise ValueError(f"SLidR.num_matches: expected >= 1 or None, got {num_matches}")
         self.teacher_spec = teacher
+        self.pooling = pooling
+        self.num_matches = num_matches
         self.projection_dim = projection_dim
         self.temperature = float(temperature)
         self.head_lr = head_lr
@@ -107,11 +120,15 @@ class SLidR(MethodHooks):
             raise KeyError(f"SLidR needs camera data but the batch lacks {', '.join(missing)}; use data.name: "
                            f"LidarCamera (pcseg.data.lidar_camera) with kwargs.dataset naming the LiDAR dataset")
         points, pixels = self.embeddings(model, batch)
+        if self.pooling == "point":
+            image_index = batch["coords"][batch["inverse"], 0].long()
+            return {"nce": point_info_nce(points, pixels, image_index, batch["pixel"], self.temperature,
+                                          self.num_matches)}
         count = batch["num_superpixels"]
         pooled_points, point_counts = superpixel_pool(points, batch["point_superpixel"], count)
         pooled_pixels, pixel_counts = pool_image_features(pixels, batch["superpixels"], count)
         keep = (point_counts > 0) & (pixel_counts > 0)
-        return {"nce": superpixel_info_nce(pooled_points[keep], pooled_pixels[keep], self.temperature)}
+        return {"nce": info_nce(pooled_points[keep], pooled_pixels[keep], self.temperature)}
 
     def state_dict(self) -> dict[str, Any]:
         return {"heads": self._built().state_dict()}

@@ -13,7 +13,10 @@ Interface: :class:`ImageTeacher` maps images (B, 3, H, W) float in [0, 1] to fea
   the same layout defined here, so the default install needs no torchvision.
 - ``{name: SparseImageModel, model: {name: MinkUNet14A, in_channels: 3, num_classes: 19, D: 2},
   checkpoint: <path>}``: a pcseg D=2 model (e.g. trained by ``configs/image2d``) run on every
-  pixel; its ``forward_features`` become the maps (stride 1).
+  pixel; its ``forward_features`` become the maps (stride 1). With a checkpoint trained on 2D labels
+  (``configs/image2d``) this is the *supervised* comparison teacher: it has seen segmentation labels.
+- ``{name: Contrastive, images: <glob>, checkpoint: <path>, model: {…}, …}`` (:mod:`.ssl_teacher`): the
+  same D=2 model trained without labels by dense contrastive learning on the images, then frozen.
 """
 from __future__ import annotations
 

@@ -1,4 +1,8 @@
-"""CPCM's loss terms: labelled cross-entropy, JS-divergence consistency and its ramp-up weight."""
+"""Loss terms shared by the methods: labelled cross-entropy, JS and KL consistency, the ramp-up weight.
+
+CPCM uses :func:`labelled_cross_entropy`, :func:`js_divergence` and :func:`rampup_weight`; HPAL uses
+:func:`labelled_cross_entropy`, :func:`kl_consistency` and :func:`rampup_weight`.
+"""
 from __future__ import annotations
 
 import torch
@@ -7,7 +11,7 @@ from torch import Tensor
 
 from pcseg.engine.hooks import TrainState
 
-__all__ = ["labelled_cross_entropy", "js_divergence", "rampup_weight"]
+__all__ = ["labelled_cross_entropy", "js_divergence", "kl_consistency", "rampup_weight"]
 
 
 def labelled_cross_entropy(logits: Tensor, labels: Tensor, ignore_index: int) -> Tensor:
@@ -38,6 +42,22 @@ def js_divergence(target: Tensor, logits: Tensor) -> Tensor:
     kl_p = torch.xlogy(p, p) - torch.xlogy(p, m)
     kl_q = torch.xlogy(q, q) - torch.xlogy(q, m)
     return 0.5 * (kl_p + kl_q).sum(dim=1).mean()
+
+
+def kl_consistency(teacher_probs: Tensor, student_logits: Tensor) -> Tensor:
+    """Mean over rows of ``KL(p || softmax(logits)) = sum_c p_c (log p_c - log q_c)`` (0 log 0 = 0).
+
+    teacher_probs: (P, C) probabilities, detached here; student_logits: (P, C). Zero rows give 0
+    (still depending on ``student_logits``).
+    """
+    if teacher_probs.shape != student_logits.shape:
+        raise ValueError(f"kl_consistency: teacher {tuple(teacher_probs.shape)} and student "
+                         f"{tuple(student_logits.shape)} differ")
+    if teacher_probs.shape[0] == 0:
+        return student_logits.sum() * 0.0
+    p = teacher_probs.detach().float()
+    log_q = torch.log_softmax(student_logits.float(), dim=1)
+    return (torch.xlogy(p, p) - p * log_q).sum(dim=1).mean()
 
 
 def rampup_weight(weight: float, rampup_epochs: float, state: TrainState) -> float:
