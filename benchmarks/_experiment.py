@@ -6,9 +6,8 @@ import os
 import subprocess
 import sys
 import time
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import Any, Callable, Iterable, Sequence
+from typing import Any, Sequence
 
 import numpy as np
 
@@ -22,20 +21,30 @@ def mean_std_cell(values: Sequence[float], per_seed: bool = False) -> str:
     return cell + f" ({', '.join(f'{v:.1f}' for v in values)})" if per_seed else cell
 
 
-def run_tool(tool: str, args: Sequence[str], work_dir: Path, threads: int = 1, append: bool = False) -> float:
-    """``tools/<tool> --work-dir work_dir args…`` in a subprocess with ``threads`` OMP threads.
+def run_script(script: Path, args: Sequence[str], log: Path, threads: int = 1, append: bool = False) -> float:
+    """``python script args…`` in a subprocess with ``threads`` OMP threads and the repository on its path.
 
-    Its output goes to ``work_dir/stdout.txt`` (appended with ``append``, for resumed tools); the wall
-    time is written to ``work_dir/wall_seconds.txt`` and returned. Raises RuntimeError on a non-zero exit.
+    Its output goes to ``log`` (appended with ``append``). Returns the wall time in seconds; raises
+    RuntimeError on a non-zero exit.
     """
-    work_dir.mkdir(parents=True, exist_ok=True)
-    cmd = [sys.executable, str(REPO / "tools" / tool), "--work-dir", str(work_dir), *args]
+    log.parent.mkdir(parents=True, exist_ok=True)
+    cmd = [sys.executable, str(script), *args]
     env = {**os.environ, "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": str(threads), "MKL_NUM_THREADS": str(threads)}
     start = time.perf_counter()
-    with open(work_dir / "stdout.txt", "a" if append else "w") as fh:
+    with open(log, "a" if append else "w") as fh:
         if subprocess.run(cmd, env=env, stdout=fh, stderr=subprocess.STDOUT).returncode:
-            raise RuntimeError(f"{' '.join(cmd)} failed; see {work_dir / 'stdout.txt'}")
-    seconds = time.perf_counter() - start
+            raise RuntimeError(f"{' '.join(cmd)} failed; see {log}")
+    return time.perf_counter() - start
+
+
+def run_tool(tool: str, args: Sequence[str], work_dir: Path, threads: int = 1, append: bool = False) -> float:
+    """``tools/<tool> --work-dir work_dir args…`` through :func:`run_script`.
+
+    Its output goes to ``work_dir/stdout.txt`` (appended with ``append``, for resumed tools); the wall
+    time is written to ``work_dir/wall_seconds.txt`` once the tool succeeded, and returned.
+    """
+    seconds = run_script(REPO / "tools" / tool, ["--work-dir", str(work_dir), *args], work_dir / "stdout.txt",
+                         threads, append)
     (work_dir / "wall_seconds.txt").write_text(f"{seconds:.1f}\n")
     return seconds
 
@@ -63,12 +72,6 @@ def final_miou(work_dir: Path) -> float | None:
         return None
     vals = [r for r in map(json.loads, log.read_text().splitlines()) if r["type"] == "val"]
     return vals[-1]["miou"] if vals else None
-
-
-def run_parallel(fn: Callable[[Any], Any], items: Iterable[Any], jobs: int) -> None:
-    """``fn(item)`` for every item, ``jobs`` at a time (each ``fn`` starts its own process)."""
-    with ThreadPoolExecutor(max_workers=jobs) as pool:
-        list(pool.map(fn, items))
 
 
 def save_summary(out: Path, args: Any, start: float, results: dict, table: str, **extra: Any) -> dict:
