@@ -43,9 +43,11 @@ demo: venv
 
 # Peers (spconv, MinkowskiEngine) live in their own venv (benchmarks/peers.md); pcseg is pure
 # Python on the same torch, so the benchmark runs there when it exists.
+# Each engine runs in its own process at BENCH_THREADS threads (spconv at 1 only); see benchmarks/bench_sparse.py.
+BENCH_THREADS ?= 1
 bench: venv
-	@if [ -x $(PEERS_PY) ]; then PYTHONPATH=$(CURDIR) $(PEERS_PY) benchmarks/bench_sparse.py; \
-	else $(VPY) benchmarks/bench_sparse.py; fi
+	@if [ -x $(PEERS_PY) ]; then PYTHONPATH=$(CURDIR) $(PEERS_PY) benchmarks/bench_sparse.py --threads $(BENCH_THREADS); \
+	else $(VPY) benchmarks/bench_sparse.py --threads $(BENCH_THREADS); fi
 
 clean:
 	rm -rf $(VENV) work_dirs

@@ -1,6 +1,9 @@
-import pytest
+import os
 
-from pcseg.engine.loader import EpochSampler
+import pytest
+import torch
+
+from pcseg.engine.loader import EpochSampler, make_loader
 
 
 def test_shards_cover_the_epoch_order_like_one_process():
@@ -38,3 +41,32 @@ def test_padding_and_disjoint_evaluation_shards():
 def test_bad_start_raises():
     with pytest.raises(ValueError, match=r"start must be in \[0, 3\]"):
         EpochSampler(3, shuffle=False).set_epoch(0, start=4)
+
+
+class _EpochEcho(torch.utils.data.Dataset):
+    """Item i is (epoch set on this copy, i, pid of the process that loaded it)."""
+
+    def __init__(self) -> None:
+        self.epoch = -1
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def __len__(self) -> int:
+        return 4
+
+    def __getitem__(self, index: int) -> tuple[int, int, int]:
+        return self.epoch, index, os.getpid()
+
+
+def test_workers_persist_and_see_each_epoch():
+    loader = make_loader(_EpochEcho(), batch_size=2, collate_fn=list, train=True, seed=0, num_workers=1)
+    pids = set()
+    for epoch in range(3):  # as the trainer does: sampler, then dataset, then iterate
+        loader.sampler.set_epoch(epoch)
+        loader.dataset.set_epoch(epoch)
+        items = [item for batch in loader for item in batch]
+        assert sorted(i for _, i, _ in items) == [0, 1, 2, 3]
+        assert {e for e, _, _ in items} == {epoch}  # the worker's copy saw the main process's epoch
+        pids |= {pid for _, _, pid in items}
+    assert len(pids) == 1 and os.getpid() not in pids  # one worker process, kept across the epochs

@@ -13,12 +13,12 @@ from pcseg.sparse import SparseTensor
 REFERENCE_PARAMS_M = {"Res16UNet34C": 37.85, "MinkUNet34C": 37.85}
 
 
-def scene(n=3000, dim=3, batch=1, extent=24, seed=0):
+def scene(n=3000, dim=3, batch=1, extent=24, seed=0, device="cpu"):
     g = torch.Generator().manual_seed(seed)
     c = torch.randint(0, extent, (n, dim), generator=g)
     b = torch.randint(0, batch, (n, 1), generator=g)
     coords = torch.unique(torch.cat([b, c], 1), dim=0).int()
-    return SparseTensor(torch.randn(coords.shape[0], 3, generator=g), coords)
+    return SparseTensor(torch.randn(coords.shape[0], 3, generator=g).to(device), coords.to(device))
 
 
 @pytest.mark.parametrize("name", sorted(REFERENCE_PARAMS_M))
@@ -37,9 +37,9 @@ def test_registry_names_and_unknown_name_error():
 
 
 @pytest.mark.parametrize("dim", [2, 3, 4])
-def test_forward_any_dimension_keeps_sites(dim):
-    x = scene(n=1500, dim=dim, extent=48 if dim < 4 else 20)
-    model = build_model({"name": "MinkUNet14A", "in_channels": 3, "num_classes": 5, "D": dim})
+def test_forward_any_dimension_keeps_sites(dim, device):
+    x = scene(n=1500, dim=dim, extent=48 if dim < 4 else 20, device=device)
+    model = build_model({"name": "MinkUNet14A", "in_channels": 3, "num_classes": 5, "D": dim}).to(device)
     out = model(x)
     assert out.F.shape == (len(x), 5) and torch.equal(out.C, x.C)
     feats = model.forward_features(x)
@@ -49,9 +49,9 @@ def test_forward_any_dimension_keeps_sites(dim):
     assert all(p.grad is not None for p in model.parameters())
 
 
-def test_batch_of_two_scenes_equals_each_alone_in_eval_mode():
-    both = scene(n=4000, batch=2, seed=3)
-    model = build_model({"name": "MinkUNet14A", "in_channels": 3, "num_classes": 4, "D": 3}).eval()
+def test_batch_of_two_scenes_equals_each_alone_in_eval_mode(device):
+    both = scene(n=4000, batch=2, seed=3, device=device)
+    model = build_model({"name": "MinkUNet14A", "in_channels": 3, "num_classes": 4, "D": 3}).to(device).eval()
     with torch.no_grad():
         out = model(both)
         for b in range(2):
