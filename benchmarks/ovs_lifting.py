@@ -21,17 +21,19 @@ from __future__ import annotations
 
 import argparse
 import json
-from dataclasses import asdict, replace
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
 import torch
 
-from pcseg.engine.config import load_config
-from pcseg.methods.ovs.losses import relevancy
-from pcseg.methods.ovs.pipeline import (OVSConfig, build_text_encoder, encode_views, fit_scene, label_points,
-                                        labels_from_feature_maps, load_scene, miou, point_features_from_views,
-                                        render_labels, to_query_labels)
+from pcseg.data.synthetic.posed_room import room_views
+from pcseg.engine.config import Config, config_to_dict, load_config
+from pcseg.methods.ovs import (OVSScene, fit_scene, label_points, labels_from_feature_maps, miou,
+                               point_features_from_views, relevancy, render_labels, scene_queries, to_query_labels)
+from pcseg.methods.ovs.features import build_text_encoder, encode_views
+from pcseg.methods.ovs.pipeline import HELD_OUT_SEED_OFFSET
+from pcseg.methods.ovs.scene import scene_kwargs
 from pcseg.utils.atomic import atomic_path
 
 REPO = Path(__file__).resolve().parents[1]
@@ -44,47 +46,57 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     parser.add_argument("--out", type=Path, default=Path("work_dirs/ovs_exp"))
     parser.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's choice)")
-    parser.add_argument("overrides", nargs="*", help="dotted config overrides, e.g. fit.iterations=500")
+    parser.add_argument("overrides", nargs="*", help="dotted config overrides, e.g. data.kwargs.steps_per_epoch=125")
     return parser.parse_args(argv)
 
 
-def run_seed(cfg: OVSConfig, seed: int, progress: bool = True) -> dict[str, float]:
-    """The four mIoUs and the point coverage (0..1) of one seed."""
-    cfg = replace(cfg, seed=seed, data=replace(cfg.data, seed=seed))
-    scene = load_scene(cfg.data, cfg.field.padding)
-    if scene.points is None:
-        raise SystemExit(f"error: data.source {cfg.data.source!r} has no point cloud; use synthetic_room")
-    queries, temperature = cfg.queries or scene.class_names, cfg.features.temperature
-    text_encoder = build_text_encoder(cfg.features, seed)
-    class_emb, text = text_encoder(list(scene.class_names)), text_encoder(list(queries))
-    train_feats, dino = encode_views(scene.train, class_emb, cfg.features, seed, text_encoder)
-    held_feats, _ = encode_views(scene.held_out, class_emb, cfg.features, seed + 10_000, text_encoder)
-    field, fit_cfg = fit_scene(scene, train_feats, dino, cfg, progress=progress)
-
+def run_seed(cfg: Config, seed: int, work_dir: Path) -> dict[str, float]:
+    """The four mIoUs and the point coverage (0..1) of one seed (the fit's trainer files in ``work_dir``)."""
+    if cfg.data.name != "SyntheticRoom":
+        raise SystemExit(f"error: data.name {cfg.data.name!r} has no point cloud; use SyntheticRoom")
+    cfg = load_config_with(cfg, seed)
+    kwargs = scene_kwargs(cfg.data.kwargs)
+    padding = float(kwargs.pop("padding", 0.1))
+    room = room_views(**kwargs)
+    scene = OVSScene.from_room(room.train, room.held_out, room.points, room.point_classes, room.class_names, padding)
+    fitted = fit_scene(cfg, scene, work_dir, resume=True)  # an interrupted fit continues
+    method = fitted.method
+    queries, temperature = scene_queries(method, scene), method.temperature
+    text = build_text_encoder(method.text_encoder)(list(queries))
+    held_feats, _ = encode_views(scene.held_out, scene.class_names, method.image_encoder, method.text_encoder,
+                                 seed + HELD_OUT_SEED_OFFSET)
     height, width = scene.held_out.images.shape[1:3]
-    view_gt = to_query_labels(scene.held_out.labels, scene.class_names, queries, cfg.query_classes)
-    point_feats, seen_by = point_features_from_views(scene.points, scene.train, train_feats)
+    view_gt = to_query_labels(scene.held_out.labels, scene.class_names, queries, method.query_classes)
+    point_feats, seen_by = point_features_from_views(scene.points, scene.train, fitted.features)
     seen = seen_by > 0
-    point_gt = to_query_labels(scene.point_classes, scene.class_names, queries, cfg.query_classes)[seen]
+    point_gt = to_query_labels(scene.point_classes, scene.class_names, queries, method.query_classes)[seen]
     point_2d = relevancy(point_feats[seen], text, temperature)[1]
+    lifted = render_labels(fitted.field, scene.held_out, text, scene.near_far, method.num_samples, temperature,
+                           method.background)[1]
     q = len(queries)
     return {
         "view_2d": miou(labels_from_feature_maps(held_feats, text, height, width, temperature), view_gt, q),
-        "view_lifted": miou(render_labels(field, scene.held_out, text, fit_cfg, temperature)[1], view_gt, q),
+        "view_lifted": miou(lifted, view_gt, q),
         "point_2d": miou(point_2d, point_gt, q),
-        "point_lifted": miou(label_points(field, scene.points[seen], text, temperature), point_gt, q),
+        "point_lifted": miou(label_points(fitted.field, scene.points[seen], text, temperature), point_gt, q),
         "point_coverage": float(seen.float().mean()),
     }
 
 
-def cached_seed(cfg: OVSConfig, seed: int, path: Path) -> dict[str, float]:
+def load_config_with(cfg: Config, seed: int) -> Config:
+    """``cfg`` with run seed and room seed ``seed``."""
+    data = replace(cfg.data, kwargs={**cfg.data.kwargs, "seed": seed})
+    return replace(cfg, seed=seed, data=data)
+
+
+def cached_seed(cfg: Config, seed: int, path: Path) -> dict[str, float]:
     """:func:`run_seed`, or its result from ``path`` when that was written with the same config."""
-    config = json.loads(json.dumps(asdict(cfg), default=str))
+    config = json.loads(json.dumps(config_to_dict(cfg)))
     if path.is_file():
         cached = json.loads(path.read_text())
         if cached["config"] == config:
             return cached["result"]
-    result = run_seed(cfg, seed)
+    result = run_seed(cfg, seed, path.with_suffix(''))
     with atomic_path(path) as tmp:
         tmp.write_text(json.dumps({"config": config, "result": result}, indent=1))
     return result
@@ -94,7 +106,7 @@ def main(argv: list[str] | None = None) -> dict:
     args = parse_args(argv)
     if args.threads:
         torch.set_num_threads(args.threads)
-    cfg = load_config(args.config, args.overrides, schema=OVSConfig)
+    cfg = load_config(args.config, args.overrides)
     args.out.mkdir(parents=True, exist_ok=True)
     per_seed = {}
     for seed in args.seeds:

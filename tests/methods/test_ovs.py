@@ -10,16 +10,20 @@ from PIL import Image
 from scipy.spatial import cKDTree
 
 from pcseg.data.synthetic.indoor import generate_room
-from pcseg.methods.ovs.encoders import (CLIPTextEncoder, SentenceTransformerTextEncoder, _Block, clip_image_encoder,
-                                       dino_image_encoder, load_clip_text, load_vit)
-from pcseg.methods.ovs.tokenizer import CLIPTokenizer
+from pcseg.data.formats.posed_views import PosedViews, read_3dovs_scene, read_transforms_json
+from pcseg.data.projection import generate_rays, look_at, pixel_coords, project
+from pcseg.data.synthetic.posed_room import room_cameras, splat_views
+from pcseg.engine.config import config_from_dict
+from pcseg.models.encoders import (CLIPTextEncoder, CLIPTokenizer, SentenceTransformerTextEncoder, clip_image_encoder,
+                                   dino_image_encoder, load_clip_text, load_vit)
+from pcseg.models.encoders.vit import _Block
+from pcseg.methods.ovs import FeatureField, OVSScene, fit_field, render_view
+from pcseg.methods.ovs.evaluate import to_query_labels
+from pcseg.methods.ovs.features import encode_views, synthetic_features
 from pcseg.methods.ovs.field import RadianceField, VMGrid
-from pcseg.methods.ovs.fit import FitConfig, fit_field, render_view
 from pcseg.methods.ovs.losses import correlation_loss, multiscale_patch_features, relevancy, sample_feature_map
-from pcseg.methods.ovs.multiview import read_3dovs_scene, read_transforms_json, room_cameras, splat_views
-from pcseg.methods.ovs.pipeline import FeatureSection, build_text_encoder, synthetic_features, to_query_labels
-from pcseg.methods.ovs.rays import generate_rays, look_at, pixel_coords, project, stratified_samples
-from pcseg.methods.ovs.render import composite, render_weights
+from pcseg.methods.ovs.render import composite, render_weights, stratified_samples
+from pcseg.utils.errors import InputError
 
 K = torch.tensor([[100.0, 0.0, 31.5], [0.0, 100.0, 23.5], [0.0, 0.0, 1.0]])
 # Camera at (1, 2, 3) looking along world +x; image right = world -y, image down = world -z.
@@ -143,23 +147,79 @@ def _two_spheres(K_: torch.Tensor, c2w: torch.Tensor, size: int) -> torch.Tensor
     return image.view(size, size, 3)
 
 
-def test_field_fit_reproduces_a_held_out_view():
-    torch.manual_seed(0)
-    size = 24
+def _sphere_views(size: int):
     Kt = torch.tensor([[30.0, 0.0, 11.5], [0.0, 30.0, 11.5], [0.0, 0.0, 1.0]])
     angles = torch.linspace(0, 2 * math.pi, 9)[:-1]
     poses = torch.stack([look_at(torch.tensor([2.5 * math.cos(a), 2.5 * math.sin(a), 0.8]), torch.zeros(3))
                          for a in angles])
     images = torch.stack([_two_spheres(Kt, p, size) for p in poses])
-    cfg = FitConfig(iterations=300, batch_rays=512, num_samples=32, near=1.0, far=4.0, lr_grid=0.05, lr_net=0.01)
-    field = RadianceField(torch.tensor([[-1.0] * 3, [1.0] * 3]), resolution=24, density_rank=4,
-                          appearance_rank=4, feature_rank=1, feature_dim=2, hidden=32)
-    fit_field(field, images, Kt.expand(8, 3, 3), poses, cfg)
+    views = PosedViews(images, Kt.expand(8, 3, 3).clone(), poses, [str(i) for i in range(8)])
+    scene = OVSScene(views, views.subset([]), (), torch.tensor([[-1.0] * 3, [1.0] * 3]), (1.0, 4.0))
+    return Kt, angles, scene
+
+
+def _fit_config(tmp_path, steps: int, **train):
+    return config_from_dict({
+        "data": {"name": "SyntheticRoom", "kwargs": {"batch_rays": 512, "steps_per_epoch": steps}, "batch_size": 1},
+        "model": {"name": "RadianceField", "resolution": 24, "density_rank": 4, "appearance_rank": 4,
+                  "feature_rank": 1, "hidden": 32},
+        "method": {"name": "FeatureField", "image_encoder": {"name": "SyntheticFeatures"},
+                   "text_encoder": {"name": "HashTextEncoder", "dim": 2}, "num_samples": 32, "lr_grid": 0.05},
+        "train": {"epochs": 1, "optimizer": "adamw", "lr": 0.01, "betas": [0.9, 0.99], "weight_decay": 0.0,
+                  "scheduler": "constant", "log_period": 50, **train},
+        "eval": {"period": 0}, "work_dir": str(tmp_path)}, "test")
+
+
+def _method(cfg) -> FeatureField:
+    return FeatureField(**{k: v for k, v in cfg.method.items() if k != "name"})
+
+
+def test_field_fit_through_the_trainer_reproduces_a_held_out_view(tmp_path):
+    size = 24
+    Kt, angles, scene = _sphere_views(size)
+    cfg = _fit_config(tmp_path, 300)
+    features = torch.zeros(8, 2, 3, 3)
+    field = fit_field(cfg, scene, _method(cfg), features, None, tmp_path)
     a = angles[1] / 2
     held_out = look_at(torch.tensor([2.5 * math.cos(a), 2.5 * math.sin(a), 0.8]), torch.zeros(3))
-    rendered = render_view(field, Kt, held_out, size, size, cfg)["rgb"]
+    rendered = render_view(field, Kt, held_out, size, size, scene.near_far, 32)["rgb"]
     error = (rendered - _two_spheres(Kt, held_out, size)).abs().mean()
     assert error < 0.06, f"held-out mean abs colour error {error:.3f}"
+    records = [json.loads(line) for line in (tmp_path / "log.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in records] == [50, 100, 150, 200, 250, 300]
+    assert records[-1]["loss_photometric"] < 0.5 * records[0]["loss_photometric"]
+    assert (tmp_path / "model_last.pth").is_file()
+
+
+class _Killed(RuntimeError):
+    pass
+
+
+class _KilledAtStep(FeatureField):
+    """Raises after optimisation step ``kill_at`` (0-based), like a process killed there."""
+
+    kill_at = 6
+
+    def after_step(self, model, state):
+        if state.step == self.kill_at:
+            raise _Killed(state.step)
+
+
+def test_killed_fit_resumes_to_the_weights_of_an_uninterrupted_one(tmp_path):
+    _, _, scene = _sphere_views(12)
+    features = torch.randn(8, 2, 3, 3, generator=torch.Generator().manual_seed(0))
+    cfg = _fit_config(tmp_path, 4, epochs=2, checkpoint_period=2)  # checkpoints after steps 2, 4 and 6
+    whole = fit_field(cfg, scene, _method(cfg), features, None, tmp_path / "whole")
+    killed = _KilledAtStep(**{k: v for k, v in cfg.method.items() if k != "name"})
+    with pytest.raises(_Killed):
+        fit_field(cfg, scene, killed, features, None, tmp_path / "killed")
+    assert torch.load(tmp_path / "killed" / "model_last.pth", weights_only=True)["step"] == 6
+    resumed = fit_field(cfg, scene, _method(cfg), features, None, tmp_path / "killed", resume=True)
+    for key, value in whole.state_dict().items():
+        assert torch.allclose(value, resumed.state_dict()[key], atol=1e-6), key
+    fresh = fit_field(_fit_config(tmp_path, 4, epochs=2), scene, _method(cfg),
+                      torch.zeros_like(features), None, tmp_path / "other")  # the oracle can tell fits apart
+    assert not torch.allclose(fresh.feature_basis.weight, whole.feature_basis.weight)
 
 
 # -- encoders -------------------------------------------------------------------------------------
@@ -373,10 +433,11 @@ def test_to_query_labels_maps_queried_classes_and_ignores_the_rest():
 def test_synthetic_features_are_patch_means_of_class_embeddings_without_noise():
     emb = torch.eye(3)
     labels = torch.tensor([[[0, 0, 1, 1], [0, 1, 1, 1]]])
-    clean = synthetic_features(labels, emb, FeatureSection(patch=2, noise=0.0, confusion=0.0), seed=0)
+    clean = synthetic_features(labels, emb, seed=0, patch=2, noise=0.0, confusion=0.0)
     assert torch.allclose(clean[0, :, 0, 0], torch.tensor([0.75, 0.25, 0.0])) and clean.shape == (1, 3, 1, 2)
 
 
 def test_clip_image_features_need_the_clip_text_encoder():
-    with pytest.raises(ValueError, match="do not share an embedding space"):
-        build_text_encoder(FeatureSection(image_encoder="clip", text_encoder="hash"))
+    views = PosedViews(torch.zeros(1, 8, 8, 3), torch.eye(3)[None], torch.eye(4)[None], ["0"])
+    with pytest.raises(InputError, match="do not share an embedding space"):
+        encode_views(views, (), {"name": "clip_image_encoder", "path": "x.pt"}, {"name": "HashTextEncoder"}, 0)

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import re
 import shutil
-from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -21,9 +20,9 @@ from PIL import Image
 
 from pcseg.data.formats import IGNORE_INDEX
 from pcseg.data.formats.scannet import SCANNET20_CLASS_NAMES
-from pcseg.methods.ovs.multiview import read_scannet_frames
-from pcseg.methods.ovs.pipeline import DataSection, load_scene
-from pcseg.methods.ovs.rays import look_at, project
+from pcseg.data.formats.posed_views import read_scannet_frames
+from pcseg.data.projection import look_at, project
+from pcseg.methods.ovs.scene import load_scene
 from pcseg.utils.errors import InputError
 
 K_COLOR = np.array([[40.0, 0, 31.5, 0], [0, 40.0, 23.5, 0], [0, 0, 1, 0], [0, 0, 0, 1]])
@@ -159,9 +158,9 @@ def test_colour_pose_and_intrinsics_without_depth(tmp_path):
 
 def test_load_scene_without_depth_uses_the_default_near_far(tmp_path):
     _write_scene(tmp_path, labels=False, with_depth=False)
-    cfg = DataSection(source="scannet_frames", root=str(tmp_path), held_out=1, image_size=(12, 16))
+    cfg = {"root": str(tmp_path), "held_out": 1, "image_size": (12, 16), "batch_rays": 64}
     with pytest.warns(UserWarning, match="dropped 1"):
-        scene = load_scene(cfg)
+        scene = load_scene("ScanNetFrames", cfg)
     assert scene.train.depth is None and scene.near_far == (0.1, 10.0)
 
 
@@ -275,15 +274,22 @@ def test_bad_inputs_name_the_file(tmp_path, breaker, error, what):
 
 def test_load_scene_holds_out_the_last_frames(tmp_path):
     _write_scene(tmp_path)
-    cfg = DataSection(source="scannet_frames", root=str(tmp_path), held_out=1, image_size=(12, 16), label_map="nyu40")
+    cfg = {"root": str(tmp_path), "held_out": 1, "image_size": [12, 16], "label_map": "nyu40"}
     with pytest.warns(UserWarning, match="dropped 1"):
-        scene = load_scene(cfg)
+        scene = load_scene("ScanNetFrames", cfg)
     assert scene.train.names == ["0", "2", "9"] and scene.held_out.names == ["10"]
     assert scene.train.images.shape == (3, 12, 16, 3) and scene.held_out.labels.shape == (1, 12, 16)
     assert scene.class_names == SCANNET20_CLASS_NAMES and scene.points is None
     assert scene.near_far == pytest.approx((3.2, 4.8))
-    with pytest.raises(ValueError, match="held_out"), pytest.warns(UserWarning, match="dropped 1"):
-        load_scene(replace(cfg, held_out=4))
+    with pytest.raises(InputError, match=r"data.kwargs.held_out: expected 0 <= held_out < 4 .*got 4"), \
+            pytest.warns(UserWarning, match="dropped 1"):
+        load_scene("ScanNetFrames", {**cfg, "held_out": 4})
+    with pytest.raises(InputError, match="data.kwargs.frame_skp: unknown for ScanNetFrames"):
+        load_scene("ScanNetFrames", {**cfg, "frame_skp": 2})
+    with pytest.raises(InputError, match="data.kwargs.root: required for OVSScene3D"):
+        load_scene("OVSScene3D", {})
+    with pytest.raises(InputError, match="SyntheticRoom scenes are rendered by the tools"):
+        load_scene("SyntheticRoom", {})
 
 
 def test_label_pngs_without_a_label_map_are_an_error_not_a_guess(tmp_path):

@@ -1,23 +1,23 @@
 """3D-OVS: open-vocabulary segmentation by distilling 2D image features into a radiance field.
 
-Posed images → a TensoRF-style field (:mod:`.field`) fitted by volume rendering (:mod:`.render`,
-:mod:`.rays`, :mod:`.fit`) with a feature branch distilled from multi-scale 2D patch features and a
-DINO-correlation loss (:mod:`.losses`); text queries (:mod:`.encoders`) → relevancy → labels for
-pixels of any view and for 3D points. :mod:`.lseg`: an offline LSeg-style image encoder trained on
-synthetic rooms into a sentence-embedding text space (free-text queries without CLIP). Data: :mod:`.multiview`; end-to-end steps: :mod:`.pipeline`.
-
-Fitting is its own loop over rays (not segmentation-network training), so nothing here is a
-registered training method.
+Posed views (:mod:`pcseg.data.formats.posed_views`, cameras in :mod:`pcseg.data.projection`) →
+a scene (:mod:`.scene`) → 2D features from :data:`pcseg.models.ENCODERS` (:mod:`.features`) → a
+TensoRF-style field (:mod:`.field`) fitted by volume rendering (:mod:`.render`) through the one
+trainer (:mod:`.method`: ray batches + the ``FeatureField`` method, losses in :mod:`.losses`) →
+text queries → relevancy → labels for held-out views and 3D points (:mod:`.evaluate`); end to
+end: :mod:`.pipeline`. The LSeg-style image encoder is a model (:class:`pcseg.models.encoders.LSeg`)
+trained by ``tools/train.py`` with ``configs/ovs/lseg_*.yaml``.
 """
-from .encoders import ImageEncoder, TextEncoder, load_vit
+from .evaluate import label_points, labels_from_feature_maps, miou, point_features_from_views, query_ious, \
+    render_labels, to_query_labels
+from .features import build_text_encoder, encode_views, synthetic_features
 from .field import RadianceField
-from .fit import FitConfig, fit_field, render_view
 from .losses import relevancy
-from .lseg import LSegImageEncoder, LSegSettings, load_or_train_lseg, train_lseg
-from .multiview import PosedViews, read_3dovs_scene, read_scannet_frames, read_transforms_json, splat_views
-from .rays import generate_rays, look_at, project
+from .method import FeatureField, RayBatches, fit_field, render_view
+from .pipeline import FittedScene, OVSScores, fit_scene, scene_queries, score_scene
+from .scene import OVSScene, load_scene
 
-__all__ = ["ImageEncoder", "TextEncoder", "load_vit", "RadianceField", "FitConfig", "fit_field", "render_view",
-           "relevancy", "LSegImageEncoder", "LSegSettings", "train_lseg", "load_or_train_lseg", "PosedViews",
-           "read_3dovs_scene", "read_transforms_json", "read_scannet_frames", "splat_views", "generate_rays", "look_at",
-           "project"]
+__all__ = ["label_points", "labels_from_feature_maps", "miou", "point_features_from_views", "query_ious",
+           "render_labels", "to_query_labels", "build_text_encoder", "encode_views", "synthetic_features",
+           "RadianceField", "relevancy", "FeatureField", "RayBatches", "fit_field", "render_view", "FittedScene",
+           "OVSScores", "fit_scene", "scene_queries", "score_scene", "OVSScene", "load_scene"]

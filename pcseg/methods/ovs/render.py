@@ -2,7 +2,8 @@
 
 For samples ``i = 1..S`` along a ray with densities ``sigma_i`` (1/m) and spacings ``delta_i`` (m):
 ``alpha_i = 1 - exp(-sigma_i delta_i)``, transmittance ``T_i = prod_{j<i} (1 - alpha_j)``, weight
-``w_i = T_i alpha_i``; a rendered quantity is ``sum_i w_i v_i``.
+``w_i = T_i alpha_i``; a rendered quantity is ``sum_i w_i v_i``. Rays follow
+:mod:`pcseg.data.projection` (directions with camera-z 1, so sample depths are z-depths).
 """
 from __future__ import annotations
 
@@ -11,9 +12,24 @@ from collections.abc import Callable
 import torch
 from torch import Tensor
 
-__all__ = ["sample_deltas", "render_weights", "composite", "render_rays"]
+__all__ = ["stratified_samples", "sample_deltas", "render_weights", "composite", "render_rays"]
 
 _LAST_DELTA = 1e10  # the last sample extends to infinity: whatever is left is absorbed there
+
+
+def stratified_samples(num_rays: int, near: float, far: float, num_samples: int, *, perturb: bool,
+                       generator: torch.Generator | None = None) -> Tensor:
+    """(R, S) float32 sample depths in ``[near, far]``: one per equal bin, uniform inside it when
+    ``perturb`` (training), at the bin centre otherwise (evaluation). Increasing along each ray."""
+    if not 0 <= near < far:
+        raise ValueError(f"stratified_samples: expected 0 <= near < far, got near={near}, far={far}")
+    edges = torch.linspace(near, far, num_samples + 1)
+    lo, width = edges[:-1], edges[1:] - edges[:-1]
+    if perturb:
+        offset = torch.rand(num_rays, num_samples, generator=generator)
+    else:
+        offset = torch.full((num_rays, num_samples), 0.5)
+    return lo + width * offset
 
 
 def sample_deltas(t: Tensor, dir_norm: Tensor) -> Tensor:

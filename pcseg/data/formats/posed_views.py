@@ -1,13 +1,9 @@
-"""Posed multi-view data: synthetic renderings of an indoor room and readers for real layouts.
+"""Readers of posed multi-view images (:class:`PosedViews`) in the layouts real downloads have.
 
-All cameras follow :mod:`pcseg.methods.ovs.rays` (OpenCV axes, camera-to-world poses, pixel
-centres at integer coordinates).
+All cameras follow :mod:`pcseg.data.projection` (OpenCV axes, camera-to-world poses, pixel
+centres at integer coordinates); layouts with centres at +0.5 are converted here.
+(Synthetic rooms rendered from cameras: :mod:`pcseg.data.synthetic.posed_room`, for tools and tests.)
 
-- :func:`room_cameras` + :func:`splat_views`: render RGB, per-pixel label and z-depth images of a
-  point cloud (e.g. :func:`pcseg.data.synthetic.indoor.generate_room`) by z-buffered splatting:
-  every point covers a ``(2r+1)^2`` pixel square, the nearest point wins, then empty pixels take
-  their nearest filled neighbour for a few passes. Pixels that stay empty are white, labelled
-  ``IGNORE_INDEX``, depth 0.
 - :func:`read_3dovs_scene`: the 3D-OVS dataset layout (Liu et al., NeurIPS'23)::
 
       scene/images/00.png …                  RGB views (png or jpg), sorted by name
@@ -52,19 +48,16 @@ from pathlib import Path
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from PIL import Image
 from torch import Tensor
 
-from pcseg.data.formats import IGNORE_INDEX
-from pcseg.data.formats._common import remap_labels
-from pcseg.data.formats.scannet import SCANNET20_CLASS_NAMES, SCANNET20_NYU40_IDS, nyu40_to_scannet20
+from pcseg.data.projection import pixel_index
 from pcseg.utils.errors import InputError
 
-from .rays import look_at, project
+from ._common import IGNORE_INDEX, remap_labels
+from .scannet import SCANNET20_CLASS_NAMES, SCANNET20_NYU40_IDS, nyu40_to_scannet20
 
-__all__ = ["PosedViews", "room_cameras", "splat_views", "read_3dovs_scene", "read_transforms_json",
-           "read_scannet_frames"]
+__all__ = ["PosedViews", "read_3dovs_scene", "read_transforms_json", "read_scannet_frames", "LABEL_MAP_NAME"]
 
 _IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg")
 
@@ -97,88 +90,6 @@ class PosedViews:
         pick = lambda t: None if t is None else t[index]  # noqa: E731
         return PosedViews(self.images[index], self.K[index], self.c2w[index], [self.names[i] for i in index],
                           pick(self.labels), pick(self.depth), self.class_names, self.near_far)
-
-
-def _intrinsics(height: int, width: int, fov_deg: float) -> Tensor:
-    f = 0.5 * width / np.tan(np.radians(fov_deg) / 2)
-    return torch.tensor([[f, 0.0, (width - 1) / 2], [0.0, f, (height - 1) / 2], [0.0, 0.0, 1.0]], dtype=torch.float32)
-
-
-def room_cameras(coord: np.ndarray, num_views: int, height: int, width: int, fov_deg: float = 75.0,
-                 seed: int = 0) -> tuple[Tensor, Tensor]:
-    """Cameras inside a room (points (N, 3), z up, floor at 0): eyes 1.2–1.8 m high in the middle
-    half of the floor, each looking at a random point 0.3–1.2 m high near the walls.
-
-    Returns:
-        K (V, 3, 3) and c2w (V, 4, 4) float32.
-    """
-    rng = np.random.default_rng(seed)
-    lo, hi = coord.min(0), coord.max(0)
-    size = hi - lo
-    poses = []
-    for _ in range(num_views):
-        eye = lo + size * np.r_[rng.uniform(0.25, 0.75, 2), 0.0] + [0.0, 0.0, rng.uniform(1.2, 1.8)]
-        target = lo + size * np.r_[rng.uniform(0.05, 0.95, 2), 0.0] + [0.0, 0.0, rng.uniform(0.3, 1.2)]
-        while np.linalg.norm((target - eye)[:2]) < 1.0:
-            target = lo + size * np.r_[rng.uniform(0.05, 0.95, 2), 0.0] + [0.0, 0.0, rng.uniform(0.3, 1.2)]
-        poses.append(look_at(torch.as_tensor(eye, dtype=torch.float32), torch.as_tensor(target, dtype=torch.float32)))
-    return _intrinsics(height, width, fov_deg).expand(num_views, 3, 3).clone(), torch.stack(poses)
-
-
-def _splat_one(points: Tensor, K: Tensor, c2w: Tensor, height: int, width: int, radius: int,
-               fill_passes: int) -> tuple[Tensor, Tensor]:
-    """Index (H, W) int64 of the visible point per pixel (-1 if none) and its z-depth (H, W)."""
-    uv, z = project(points, K, c2w)
-    pix = torch.round(uv).long()
-    offsets = torch.arange(-radius, radius + 1)
-    du, dv = torch.meshgrid(offsets, offsets, indexing="ij")
-    u = (pix[:, None, 0] + du.reshape(1, -1)).reshape(-1)
-    v = (pix[:, None, 1] + dv.reshape(1, -1)).reshape(-1)
-    idx = torch.arange(len(points)).repeat_interleave(len(offsets) ** 2)
-    zz = z.repeat_interleave(len(offsets) ** 2)
-    ok = (zz > 1e-3) & (u >= 0) & (u < width) & (v >= 0) & (v < height)
-    flat, zz, idx = v[ok] * width + u[ok], zz[ok], idx[ok]
-    depth = torch.full((height * width,), float("inf")).scatter_reduce(0, flat, zz, "amin")
-    winner = torch.full((height * width,), -1, dtype=torch.long)
-    front = zz == depth[flat]
-    winner[flat[front]] = idx[front]
-    depth, winner = depth.view(1, 1, height, width), winner.view(1, 1, height, width).float()
-    for _ in range(fill_passes):  # empty pixels take the nearest of their 3x3 neighbours
-        empty = torch.isinf(depth)
-        if not empty.any():
-            break
-        neg = F.max_pool2d(-depth, 3, stride=1, padding=1, return_indices=True)
-        near_depth, where = -neg[0], neg[1]
-        near_index = winner.flatten().gather(0, where.flatten()).view_as(winner)
-        depth = torch.where(empty, near_depth, depth)
-        winner = torch.where(empty, near_index, winner)
-    winner = torch.where(torch.isinf(depth), torch.full_like(winner, -1), winner)
-    return winner.view(height, width).long(), torch.where(torch.isinf(depth), 0.0, depth).view(height, width)
-
-
-def splat_views(coord: np.ndarray, color: np.ndarray, semantic: np.ndarray, K: Tensor, c2w: Tensor, height: int,
-                width: int, radius: int = 1, fill_passes: int = 2) -> PosedViews:
-    """Render a coloured, labelled point cloud from V cameras (see the module docstring).
-
-    Args:
-        coord: (N, 3) float metres; color: (N, 3) uint8 RGB; semantic: (N,) int class ids.
-        K: (V, 3, 3); c2w: (V, 4, 4).
-    """
-    points = torch.as_tensor(np.asarray(coord), dtype=torch.float32)
-    rgb = torch.as_tensor(np.asarray(color), dtype=torch.float32) / 255.0
-    sem = torch.as_tensor(np.asarray(semantic), dtype=torch.long)
-    if not len(points) == len(rgb) == len(sem):
-        raise ValueError(f"splat_views: coord {len(points)}, color {len(rgb)} and semantic {len(sem)} rows differ")
-    images, labels, depths = [], [], []
-    for k, pose in zip(K, c2w):
-        winner, depth = _splat_one(points, k, pose, height, width, radius, fill_passes)
-        hit = winner >= 0
-        safe = winner.clamp(min=0)
-        images.append(torch.where(hit[..., None], rgb[safe], torch.ones(3)))
-        labels.append(torch.where(hit, sem[safe], torch.full_like(safe, IGNORE_INDEX)))
-        depths.append(depth)
-    return PosedViews(torch.stack(images), K.float(), c2w.float(), [f"{i:03d}" for i in range(len(K))],
-                      torch.stack(labels), torch.stack(depths))
 
 
 def _load_rgb(path: Path) -> np.ndarray:
@@ -320,7 +231,7 @@ def _depth_lookup(K_out: np.ndarray, K_depth: np.ndarray, size: tuple[int, int],
     height, width = size
     u = (np.arange(width) - K_out[0, 2]) / K_out[0, 0] * K_depth[0, 0] + K_depth[0, 2]
     v = (np.arange(height) - K_out[1, 2]) / K_out[1, 1] * K_depth[1, 1] + K_depth[1, 2]
-    col, row = np.floor(u + 0.5).astype(np.int64), np.floor(v + 0.5).astype(np.int64)
+    col, row = pixel_index(u), pixel_index(v)
     inside = ((row >= 0) & (row < depth_size[0]))[:, None] & ((col >= 0) & (col < depth_size[1]))[None, :]
     rows = np.broadcast_to(row.clip(0, depth_size[0] - 1)[:, None], size)
     cols = np.broadcast_to(col.clip(0, depth_size[1] - 1)[None, :], size)

