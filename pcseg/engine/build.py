@@ -33,7 +33,7 @@ from .checkpoint import load_checkpoint
 from .config import Config, ConfigKeyError, SplitConfig, TrainConfig, thaw
 from .distributed import DistInfo, init_distributed, resolve_device, wrap_model
 from .evaluator import Evaluator
-from .hooks import MethodHooks
+from .hooks import HOOKS, Hook, MethodHooks
 from .loader import make_loader
 from .lr import WarmupLR
 from .metrics import SegmentationMetrics
@@ -41,7 +41,7 @@ from .seeding import seed_all, set_deterministic
 from .trainer import Trainer, Validation
 
 __all__ = ["Runtime", "setup_runtime", "config_section", "build_dataset", "build_model_from_config", "build_optimizer",
-           "build_scheduler", "build_validation", "build_trainer", "evaluate_checkpoint", "init_weights",
+           "build_scheduler", "build_validation", "build_hooks", "build_trainer", "evaluate_checkpoint", "init_weights",
            "load_weights"]
 
 _RESERVED_DATA_KEYS = ("split", "transforms", "budget", "seed")
@@ -190,8 +190,30 @@ def build_validation(cfg: Config, runtime: Runtime) -> Validation:
     return Validation(loader, evaluator, cfg.eval.period)
 
 
+def build_hooks(cfgs: Sequence[Mapping[str, Any]]) -> list[Hook]:
+    """The plain hooks of ``train.hooks`` (:data:`~pcseg.engine.hooks.HOOKS`), in order.
+
+    A mistake names its place: ``train.hooks[1].name: hook 'Timer' unknown; known: …``, or a
+    keyword or value the hook rejects (``train.hooks[0].num_steps``).
+    """
+    hooks = []
+    for i, cfg in enumerate(cfgs):
+        where = f"train.hooks[{i}]"
+        with config_section(where):
+            try:
+                hooks.append(HOOKS.build(thaw(cfg)))
+            except ValueError as err:
+                raise ConfigKeyError(f"{where}: {err}") from None
+    return hooks
+
+
 def build_trainer(cfg: Config, method: MethodHooks, runtime: Runtime, work_dir: str | Path) -> Trainer:
-    """Everything the :class:`Trainer` needs, from ``cfg``."""
+    """Everything the :class:`Trainer` needs, from ``cfg``.
+
+    The backbone is built (with ``model.init_from``'s weights), the method gets the run seed and
+    wraps it (:meth:`~pcseg.engine.hooks.MethodHooks.wrap`), and that one module is moved to the
+    device, given to the optimiser through ``method.param_groups`` and to DDP when the world is > 1.
+    """
     train_set = build_dataset(cfg, cfg.data.train, train=True)
     collate = getattr(train_set, "collate_fn", collate_sparse)  # e.g. pcseg.data.views.TwoViewDataset's
     loader = make_loader(train_set, batch_size=cfg.data.batch_size, collate_fn=collate, train=True,
@@ -199,14 +221,16 @@ def build_trainer(cfg: Config, method: MethodHooks, runtime: Runtime, work_dir: 
     model = build_model_from_config(cfg, train_set.num_classes, runtime.device)
     init_from = cfg.model.get("init_from")
     fresh = init_weights(model, init_from) if init_from is not None else []
-    method.set_seed(cfg.seed + runtime.dist.rank)  # as setup_runtime seeds this process
+    method.set_seed(cfg.seed)  # per-sample draws keyed by the joined-batch position: equal on every rank
+    model = method.wrap(model).to(runtime.device)
     optimizer = build_optimizer(method.param_groups(model), cfg.train)
     scheduler = build_scheduler(optimizer, cfg.train, cfg.train.epochs * len(loader))
     validation: Optional[Validation] = build_validation(cfg, runtime) if cfg.eval.period else None
     trainer = Trainer(wrap_model(model, runtime.dist, runtime.device), method, optimizer, scheduler, loader,
                       max_epochs=cfg.train.epochs, work_dir=work_dir, device=runtime.device, validation=validation,
                       amp=cfg.train.amp, grad_clip=cfg.train.grad_clip, log_period=cfg.train.log_period,
-                      checkpoint_period=cfg.train.checkpoint_period, dist=runtime.dist)
+                      checkpoint_period=cfg.train.checkpoint_period, dist=runtime.dist,
+                      hooks=build_hooks(cfg.train.hooks))
     if init_from is not None:
         trainer.logger.info("model.init_from: loaded %s; %d tensors keep their fresh initialisation: %s",
                             init_from, len(fresh), ", ".join(fresh) or "none")

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 import torch.distributed as dist
@@ -18,7 +19,7 @@ from torch.nn.parallel import DistributedDataParallel
 from .config import ConfigKeyError
 
 __all__ = ["DistInfo", "init_distributed", "check_device", "resolve_device", "wrap_model", "unwrap_model",
-           "all_reduce_sum", "all_gather_object", "barrier", "shutdown"]
+           "all_reduce_sum", "all_gather_object", "gather_rows", "barrier", "shutdown"]
 
 
 @dataclass(frozen=True)
@@ -99,6 +100,43 @@ def all_gather_object(obj: object, info: DistInfo) -> list[object]:
     out: list[object] = [None] * info.world_size
     dist.all_gather_object(out, obj)
     return out
+
+
+class _GatherRows(torch.autograd.Function):
+    """Forward: every process's rows in rank order. Backward: the summed gradient of this process's rows."""
+
+    @staticmethod
+    def forward(ctx: Any, tensor: Tensor) -> Tensor:
+        world, rank = dist.get_world_size(), dist.get_rank()
+        counts = [torch.zeros((), dtype=torch.int64, device=tensor.device) for _ in range(world)]
+        dist.all_gather(counts, torch.tensor(tensor.shape[0], dtype=torch.int64, device=tensor.device))
+        sizes = [int(c) for c in counts]
+        padded = tensor.new_zeros((max(sizes), *tensor.shape[1:]))
+        padded[:tensor.shape[0]] = tensor
+        parts = [torch.empty_like(padded) for _ in range(world)]
+        dist.all_gather(parts, padded.contiguous())
+        ctx.start, ctx.size = sum(sizes[:rank]), sizes[rank]
+        return torch.cat([part[:n] for part, n in zip(parts, sizes)])
+
+    @staticmethod
+    def backward(ctx: Any, grad: Tensor) -> Tensor:
+        grad = grad.contiguous().clone()
+        dist.all_reduce(grad, op=dist.ReduceOp.SUM)  # every process's loss depends on these rows
+        return grad[ctx.start:ctx.start + ctx.size]
+
+
+def gather_rows(tensor: Tensor) -> Tensor:
+    """(ΣR_r, …): the rows of ``tensor`` (R_r, …) of every process in rank order; ``tensor`` itself in one process.
+
+    Differentiable, for a loss over the rows of all processes (a contrastive loss whose negatives
+    come from the whole joined batch): each process computes the same loss of the gathered rows, its
+    rows' gradient is the sum over the processes, and DDP's mean of the parameter gradients is then
+    the gradient of that one loss, as one process on the joined batch would compute. The processes
+    may hold different numbers of rows. Uses the default process group (collective).
+    """
+    if not (dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1):
+        return tensor
+    return _GatherRows.apply(tensor)
 
 
 def barrier(info: DistInfo) -> None:

@@ -1,11 +1,19 @@
 """The one training loop. It takes built objects; reading configs is :mod:`pcseg.engine.build`'s job.
 
-Per iteration: batch → device → ``method.losses`` under autocast → sum → backward (GradScaler for
-fp16) → ``after_backward`` → clip → optimiser step → LR step → ``after_step``. Every
+It runs one method (:class:`~pcseg.engine.hooks.MethodHooks`) on the one module the method
+wrapped (:meth:`~pcseg.engine.hooks.MethodHooks.wrap`), plus a list of plain
+:class:`~pcseg.engine.hooks.Hook` s, and never asks which method runs.
+
+Per iteration: hooks' ``before_step`` → batch → device → ``method.losses`` under autocast → sum →
+backward (GradScaler for fp16) → clip → optimiser step → LR step (skipped when the fp16
+GradScaler skipped the optimiser step because of an inf/NaN gradient, so the schedule counts
+optimiser steps) → method's, then hooks' ``after_step``. Every
 ``log_period`` iterations a record goes to ``log.jsonl``/TensorBoard; every ``checkpoint_period``
 iterations, at each epoch end and after each evaluation ``model_last.pth`` is rewritten atomically;
-``model_best.pth`` follows the best validation mIoU. When both are written, ``model_best.pth`` goes
-first, and ``model_last.pth`` records the step of the best (``best_step``), so a process killed
+``model_best.pth`` follows the best validation mIoU. A checkpoint holds the backbone's weights as
+``"model"`` (the form ``tools/test.py`` and ``model.init_from`` read) and the method's modules and
+state as ``"method"`` (see :class:`~pcseg.engine.hooks.MethodModel`). When both are written,
+``model_best.pth`` goes first, and ``model_last.pth`` records the step of the best (``best_step``), so a process killed
 between the two writes leaves a best that is never older than what the last records; ``--resume``
 reconciles the pair (:meth:`Trainer.resume`). Temporaries of killed writers are deleted at start.
 
@@ -33,7 +41,7 @@ import math
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Mapping, Optional
+from typing import Any, Mapping, Optional, Sequence
 
 import torch
 from torch import Tensor, nn
@@ -48,7 +56,7 @@ from pcseg.utils.errors import InputError
 from .checkpoint import get_rng_state, load_checkpoint, save_checkpoint, set_rng_state
 from .distributed import DistInfo, all_gather_object, barrier, unwrap_model
 from .evaluator import Evaluator, to_device
-from .hooks import MethodHooks, TrainState
+from .hooks import Hook, MethodHooks, MethodModel, TrainState, backbone_of
 from .logging import EventWriter, get_logger
 from .metrics import SegmentationMetrics, format_table
 from .loader import EpochSampler
@@ -77,19 +85,20 @@ class Validation:
 
 
 class Trainer:
-    """Runs ``max_epochs`` epochs of ``method`` on ``model``.
+    """Runs ``max_epochs`` epochs of ``method`` on ``model``; ``hooks`` run in their order after the method's.
 
-    model: on ``device``, possibly DDP-wrapped. train_loader: a DataLoader whose sampler is an
-    :class:`EpochSampler` (and with an explicit ``generator``, reseeded per epoch for its workers).
-    scheduler: stepped once per iteration. amp: ``"none"``, ``"bf16"`` or ``"fp16"`` (CUDA only).
-    grad_clip: max global gradient norm or None. checkpoint_period: iterations between mid-epoch
+    model: what ``method.wrap`` returned, on ``device``, possibly DDP-wrapped. train_loader: a DataLoader
+    whose sampler is an :class:`EpochSampler` (and with an explicit ``generator``, reseeded per epoch
+    for its workers). scheduler: stepped once per optimiser step. amp: ``"none"``, ``"bf16"`` or
+    ``"fp16"`` (CUDA only). grad_clip: max global gradient norm or None. checkpoint_period: iterations between mid-epoch
     checkpoints (0: epoch ends only). Only ``dist.is_main`` writes files.
     """
 
     def __init__(self, model: nn.Module, method: MethodHooks, optimizer: Optimizer, scheduler: LRScheduler,
                  train_loader: DataLoader, *, max_epochs: int, work_dir: str | Path, device: torch.device,
                  validation: Optional[Validation] = None, amp: str = "none", grad_clip: Optional[float] = None,
-                 log_period: int = 10, checkpoint_period: int = 0, dist: DistInfo = DistInfo()) -> None:
+                 log_period: int = 10, checkpoint_period: int = 0, dist: DistInfo = DistInfo(),
+                 hooks: Sequence[Hook] = ()) -> None:
         if not isinstance(train_loader.sampler, EpochSampler):
             raise TypeError(f"Trainer: train_loader.sampler must be an EpochSampler (resumable order), "
                             f"got {type(train_loader.sampler).__name__}")
@@ -104,6 +113,7 @@ class Trainer:
                              f"{max_epochs}, {log_period}, {checkpoint_period}")
         self.model = model
         self.method = method
+        self.hooks = tuple(hooks)
         self.optimizer = optimizer
         self.scheduler = scheduler
         self.train_loader = train_loader
@@ -128,15 +138,29 @@ class Trainer:
         if dist.is_main:
             self.work_dir.mkdir(parents=True, exist_ok=True)
         self.logger = get_logger(self.work_dir if dist.is_main else None, dist.is_main)
+        self.writer = EventWriter(self.work_dir, enabled=False)  # replaced by train()'s
 
     # ------------------------------------------------------------------------------------------
     @property
     def bare_model(self) -> nn.Module:
+        """The trained module without its DDP wrapper (what ``method.wrap`` returned)."""
         return unwrap_model(self.model)
+
+    @property
+    def backbone(self) -> nn.Module:
+        """The segmentation network inside the trained module: evaluated, saved as ``"model"``."""
+        return backbone_of(self.bare_model)
 
     def _state(self, epoch: int, step: int) -> TrainState:
         return TrainState(epoch=epoch, step=step, max_epochs=self.max_epochs,
-                          max_steps=self.max_epochs * self.iters_per_epoch, iters_per_epoch=self.iters_per_epoch)
+                          max_steps=self.max_epochs * self.iters_per_epoch, iters_per_epoch=self.iters_per_epoch,
+                          rank=self.dist.rank, world_size=self.dist.world_size)
+
+    def _call_hooks(self, name: str) -> None:
+        """The method's hook ``name`` (with the bare model and the state), then every plain hook's."""
+        getattr(self.method, name)(self.bare_model, self.state)
+        for hook in self.hooks:
+            getattr(hook, name)(self)
 
     def train(self, resume: bool = False) -> Optional[SegmentationMetrics]:
         """Train to ``max_epochs``; returns the last validation metrics (None if none ran)."""
@@ -146,15 +170,15 @@ class Trainer:
                     self.logger.warning("removed %s, a temporary left by a killed run", tmp)
         epoch, first_iter = self.resume() if resume else (0, 0)
         self.state = self._state(epoch, epoch * self.iters_per_epoch + first_iter)
-        writer = EventWriter(self.work_dir, enabled=self.dist.is_main)
+        self.writer = writer = EventWriter(self.work_dir, enabled=self.dist.is_main)
         metrics = None
         self.model.train()
         try:
-            self.method.before_train(self.bare_model, self.state)
+            self._call_hooks("before_train")
             for epoch in range(epoch, self.max_epochs):
                 self._train_epoch(epoch, first_iter, writer)
                 first_iter = 0
-                self.method.after_epoch(self.bare_model, self.state)
+                self._call_hooks("after_epoch")
                 last = epoch + 1 == self.max_epochs
                 if self.validation is not None and self.validation.period and \
                         ((epoch + 1) % self.validation.period == 0 or last):
@@ -163,7 +187,7 @@ class Trainer:
                     self.save(epoch + 1, 0)
             barrier(self.dist)  # every rank returns only once rank 0 has written its files
         finally:
-            self.method.after_train(self.bare_model, self.state)
+            self._call_hooks("after_train")
             writer.close()
         return metrics
 
@@ -174,7 +198,7 @@ class Trainer:
             dataset_set_epoch(epoch)
         self.train_loader.generator.manual_seed(loader_seed(self.sampler.seed, epoch, self.dist.rank))
         self.state = self._state(epoch, epoch * self.iters_per_epoch + first_iter)
-        self.method.before_epoch(self.bare_model, self.state)
+        self._call_hooks("before_epoch")
         window: dict[str, Tensor] = {}
         window_start, window_iters = time.perf_counter(), 0
         reports: list[dict[str, int]] = []  # LoadReport counts of the batches loaded this epoch
@@ -186,7 +210,11 @@ class Trainer:
                 lr = self.optimizer.param_groups[0]["lr"]  # the lr this step uses
                 if "load_report" in batch:
                     reports.append(batch["load_report"])
+                for hook in self.hooks:
+                    hook.before_step(self)
                 losses = self.run_step(batch, state)
+                for hook in self.hooks:
+                    hook.after_step(self)
                 for name, value in losses.items():
                     window[name] = window.get(name, 0.0) + value.detach().float()
                 window_iters += 1
@@ -214,7 +242,11 @@ class Trainer:
         writer.write("load_report", {"epoch": epoch + 1, "step": (epoch + 1) * self.iters_per_epoch, **total})
 
     def run_step(self, batch: Mapping[str, Any], state: TrainState) -> dict[str, Tensor]:
-        """One optimisation step on ``batch``; returns the method's losses plus ``loss`` (their sum)."""
+        """One optimisation step on ``batch``; returns the method's losses plus ``loss`` (their sum).
+
+        The LR scheduler steps only when the optimiser did: fp16's GradScaler skips the step whose
+        gradients hold inf/NaN and lowers its scale, which is how the skip is seen.
+        """
         batch = to_device(batch, self.device)
         with torch.autocast(self.device.type, dtype=self.amp_dtype, enabled=self.amp_dtype is not None):
             losses = self.method.losses(self.model, batch, state)
@@ -228,12 +260,13 @@ class Trainer:
         self.optimizer.zero_grad(set_to_none=True)
         self.scaler.scale(total).backward()
         self.scaler.unscale_(self.optimizer)
-        self.method.after_backward(self.bare_model, state)
         if self.grad_clip is not None:
             torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.grad_clip)
+        scale = self.scaler.get_scale()  # 1.0 without a sync when the scaler is disabled
         self.scaler.step(self.optimizer)
         self.scaler.update()
-        self.scheduler.step()
+        if self.scaler.get_scale() >= scale:  # lowered: the optimiser step was skipped
+            self.scheduler.step()
         self.method.after_step(self.bare_model, state)
         return {"loss": total, **losses}
 
@@ -249,7 +282,7 @@ class Trainer:
     def validate(self, epoch: int, writer: EventWriter) -> SegmentationMetrics:
         """Evaluate, log the table and record, update ``model_best.pth``, rewrite ``model_last.pth``."""
         val = self.validation
-        metrics = val.evaluator.evaluate(self.bare_model, val.loader, self.method.predict)
+        metrics = val.evaluator.evaluate(self.backbone, val.loader, self.method.predict)
         step = (epoch + 1) * self.iters_per_epoch
         writer.write("val", {"epoch": epoch + 1, "step": step, **metrics.as_dict(val.evaluator.class_names)})
         self.logger.info("epoch %d validation:\n%s", epoch + 1, format_table(metrics, val.evaluator.class_names))
@@ -269,9 +302,28 @@ class Trainer:
                                  f"training stopped and no checkpoint was written after it; the last good "
                                  f"checkpoint: {self.last_good}")
 
+    def _saved_modules(self) -> dict[str, nn.Module]:
+        """The method's modules saved in the ``"method"`` entry (:meth:`MethodModel.saved_modules`; none if bare)."""
+        model = self.bare_model
+        return model.saved_modules() if isinstance(model, MethodModel) else {}
+
+    def _method_entry(self) -> dict[str, Any]:
+        """The checkpoint's ``"method"`` entry: each saved module's state dict by name, and the method's state."""
+        modules = {name: module.state_dict() for name, module in self._saved_modules().items()}
+        state = self.method.state_dict()
+        clash = sorted(set(modules) & set(state))
+        if clash:
+            raise ValueError(f"{type(self.method).__name__}.state_dict uses the name(s) {clash} of its model's modules")
+        return {**modules, **state}
+
     def _check_weights(self, step: int) -> None:
-        """Raise NonFiniteError if a floating-point tensor of the model holds NaN or inf (one host sync)."""
-        state = self.bare_model.state_dict()
+        """Raise NonFiniteError if a floating-point tensor of the model holds NaN or inf (one host sync).
+
+        Checked: what a checkpoint saves, the backbone and the method's saved modules.
+        """
+        state = {**self.backbone.state_dict(),
+                 **{f"{name}.{k}": v for name, module in self._saved_modules().items()
+                    for k, v in module.state_dict().items()}}
         names = [k for k, t in state.items() if t.is_floating_point()]
         if not names:
             return
@@ -295,11 +347,11 @@ class Trainer:
         if not self.dist.is_main:
             return
         ckpt = {
-            "model": self.bare_model.state_dict(),
+            "model": self.backbone.state_dict(),
             "optimizer": self.optimizer.state_dict(),
             "scheduler": self.scheduler.state_dict(),
             "scaler": self.scaler.state_dict(),
-            "method": self.method.state_dict(),
+            "method": self._method_entry(),
             "epoch": epoch, "iter": it, "step": step,
             "best_miou": self.best_miou, "best_step": self.best_step,
             "rng": rng,
@@ -333,15 +385,28 @@ class Trainer:
                                  f"epochs, data, batch size, processes and seed needed to resume)")
         settings = [{k: v for k, v in group.items() if k != "params"} for group in self.optimizer.param_groups]
         base_lrs = list(self.scheduler.base_lrs)
-        self.bare_model.load_state_dict(ckpt["model"])
-        self.optimizer.load_state_dict(ckpt["optimizer"])
+        self.backbone.load_state_dict(ckpt["model"])
+        method_state = dict(ckpt["method"])
+        for name, module in self._saved_modules().items():
+            if name not in method_state:
+                raise InputError(f"{path}: method.{name}: expected the state of the method's module {name!r}, the "
+                                 f"checkpoint's method entry holds {sorted(method_state) or 'nothing'}")
+            module.load_state_dict(method_state.pop(name))
+        try:
+            self.optimizer.load_state_dict(ckpt["optimizer"])
+        except ValueError as err:  # another number or size of parameter groups
+            sizes = [len(group["params"]) for group in self.optimizer.param_groups]
+            raise InputError(f"{path}: optimizer: expected the parameter groups of this run's method "
+                             f"{type(self.method).__name__} (sizes {sizes}), "
+                             f"the checkpoint's do not fit ({err}); it was written by another method or "
+                             f"setting, so start again, or take its weights with model.init_from") from None
         self.scheduler.load_state_dict(ckpt["scheduler"])
         self.scheduler.base_lrs = base_lrs
         for group, ours, lr in zip(self.optimizer.param_groups, settings, self.scheduler.get_lr()):
             group.update(ours, lr=lr)  # the lr of the resumed step under this run's base lr
         self.scheduler._last_lr = [group["lr"] for group in self.optimizer.param_groups]
         self.scaler.load_state_dict(ckpt["scaler"])
-        self.method.load_state_dict(ckpt["method"])
+        self.method.load_state_dict(method_state)
         self.best_miou, self.best_step = ckpt["best_miou"], ckpt.get("best_step")
         set_rng_state(ckpt["rng"][self.dist.rank], self.device)
         self.last_good = f"{path} (epoch {ckpt['epoch'] + 1}, iteration {ckpt['iter']}, step {ckpt['step']})"

@@ -3,5 +3,6 @@ from .registry import METHODS, build_method
 from .cpcm import CPCM
 from .slidr import SLidR
 from .hpal import HPAL
+from .ovs import FeatureField
 
-__all__ = ["METHODS", "build_method", "CPCM", "HPAL", "SLidR"]
+__all__ = ["METHODS", "build_method", "CPCM", "HPAL", "SLidR", "FeatureField"]

@@ -1,4 +1,4 @@
-"""CPCM: RegionMask against numpy, stop-gradient, masks from the run seed, one trainer step.
+"""CPCM: RegionMask against numpy, stop-gradient, per-scene masks from the run seed, one trainer step.
 
 Its loss terms (shared with HPAL) are tested in tests/methods/test_common.py."""
 import json
@@ -26,6 +26,11 @@ def _cube(side: int, batch: int = 0) -> torch.Tensor:
     return torch.cat([torch.full((len(grid), 1), batch), grid], 1).to(torch.int32)
 
 
+def _generators(*seeds: int) -> list[torch.Generator]:
+    """One CPU generator per scene, seeded by ``seeds``."""
+    return [torch.Generator().manual_seed(s) for s in seeds]
+
+
 def _scene(n: int, seed: int) -> torch.Tensor:
     """(n, 3) int32 skewed voxel coordinates (quantiles far from the box's equal split)."""
     rng = np.random.default_rng(seed)
@@ -44,7 +49,7 @@ def test_region_boundaries_are_numpy_quantiles(grid):
 @pytest.mark.parametrize("ratio,grid,side", [(0.75, 4, 8), (0.5, 2, 6), (0.75, 8, 16), (0.3, 4, 8)])
 def test_masked_fraction_of_regions_is_the_ratio(ratio, grid, side):
     coords = torch.cat([_cube(side, 0), _cube(side, 1)])  # every region holds side**3 / grid**3 voxels
-    mask = RegionMask(ratio, grid)(coords, torch.Generator().manual_seed(0))
+    mask = RegionMask(ratio, grid)(coords, _generators(0, 1))
     n_masked = round(ratio * grid ** 3)
     for b in (0, 1):
         rows = coords[:, 0] == b
@@ -58,7 +63,7 @@ def test_masked_fraction_of_regions_is_the_ratio(ratio, grid, side):
 def test_region_mask_splits_each_scene_by_its_own_quantiles():
     coords = torch.cat([torch.cat([torch.zeros(400, 1, dtype=torch.int32), _scene(400, 1)], 1),
                         torch.cat([torch.ones(300, 1, dtype=torch.int32), _scene(300, 2) + 50], 1)])
-    mask = RegionMask(0.75, 4)(coords, torch.Generator().manual_seed(3))
+    mask = RegionMask(0.75, 4)(coords, _generators(3, 4))
     for b in (0, 1):
         rows = coords[:, 0] == b
         ids = region_ids(coords[rows, 1:], 4)
@@ -66,21 +71,24 @@ def test_region_mask_splits_each_scene_by_its_own_quantiles():
         assert not masked & kept and len(masked) <= 48 and len(masked | kept) == len(ids.unique())
 
 
-def test_seeded_masks_are_reproducible():
+def test_seeded_masks_are_reproducible_and_each_scene_uses_its_own_generator():
     coords = torch.cat([_cube(8, 0), _cube(8, 1)])
     rm = RegionMask(0.75, 4)
-    a = rm(coords, torch.Generator().manual_seed(7))
-    assert torch.equal(a, rm(coords, torch.Generator().manual_seed(7)))
-    assert not torch.equal(a, rm(coords, torch.Generator().manual_seed(8)))
-    assert torch.equal(rm(coords, step_generator(0, 5)), rm(coords, step_generator(0, 5)))
-    assert not torch.equal(rm(coords, step_generator(0, 5)), rm(coords, step_generator(0, 6)))
+    a = rm(coords, _generators(7, 9))
+    assert torch.equal(a, rm(coords, _generators(7, 9)))
+    assert not torch.equal(a, rm(coords, _generators(8, 9)))
+    # scene 1 alone (as batch index 0) with scene 1's generator gets the same mask: no draw depends on scene 0
+    assert torch.equal(rm(_cube(8, 0), _generators(9)), a[coords[:, 0] == 1])
+    assert torch.equal(rm(coords, [step_generator(0, 5, 0), step_generator(0, 5, 1)]),
+                       rm(coords, [step_generator(0, 5, 0), step_generator(0, 5, 1)]))
+    assert not torch.equal(rm(coords, [step_generator(0, 5, 0)] * 2), rm(coords, [step_generator(0, 6, 0)] * 2))
 
 
 def test_apply_zeroes_masked_rows_only():
     coords = _cube(4)
     feats = torch.randn(len(coords), 3)
-    mask = RegionMask(0.5, 2)(coords, torch.Generator().manual_seed(1))
-    out = RegionMask(0.5, 2).apply(feats, coords, torch.Generator().manual_seed(1))
+    mask = RegionMask(0.5, 2)(coords, _generators(1))
+    out = RegionMask(0.5, 2).apply(feats, coords, _generators(1))
     assert torch.equal(out[mask], torch.zeros_like(out[mask])) and torch.equal(out[~mask], feats[~mask])
 
 
@@ -136,15 +144,40 @@ def test_no_gradient_reaches_the_stop_gradient_branch(target_view):
     assert masked.abs().sum() > 0
 
 
-def test_the_masked_view_gets_the_configured_mask_from_the_run_seed():
-    batch = _two_view_batch()
+def _scenes(batch, keep):
+    """The two-view batch of the scenes ``keep`` of ``batch`` (cubes of equal size, batch indices renumbered)."""
+    m = len(batch["coords"]) // len(batch["names"])
+    out = {}
+    for key in ("coords", "feats", "labels", "view2_coords", "view2_feats", "view2_labels"):
+        parts = [batch[key][b * m:(b + 1) * m].detach().clone() for b in keep]
+        for k, part in enumerate(parts):
+            if key.endswith("coords"):
+                part[:, 0] = k
+        out[key] = torch.cat(parts)
+    return {**out, "inverse": torch.arange(len(out["coords"])), "view2_inverse": torch.arange(len(out["coords"])),
+            "names": [batch["names"][b] for b in keep]}
+
+
+def test_the_masked_view_gets_each_scenes_mask_from_the_run_seed_step_and_joined_position():
+    batch = _two_view_batch(n_scenes=4)  # view 2 permuted across the whole batch: only rows of view 1 order
+    batch["view2_coords"], batch["view2_feats"] = batch["coords"], batch["feats"].detach() + 1.0
     method = CPCM(mask_ratio=0.75, grid=2)
     zeroed = [(method.branches(batch, STATE)[2][0] == 0).all(1)]  # before set_seed: seed 0
     method.set_seed(7)
-    zeroed.append((method.branches(batch, STATE)[2][0] == 0).all(1))
+    joined = (method.branches(batch, STATE)[2][0] == 0).all(1)
+    zeroed.append(joined)
     for seed, mask in zip((0, 7), zeroed):
-        assert torch.equal(mask, RegionMask(0.75, 2)(batch["view2_coords"], step_generator(seed, STATE.step)))
+        positions = [step_generator(seed, STATE.step, k) for k in range(4)]
+        assert torch.equal(mask, RegionMask(0.75, 2)(batch["coords"], positions))
     assert not torch.equal(*zeroed)
+    assert mask.float().mean().item() == pytest.approx(0.75)  # 6 of the 8 octants of each cube
+    # rank r of 2 holds scenes r, r + 2 of the joined batch and draws exactly their masks
+    m = len(batch["coords"]) // 4
+    for rank in (0, 1):
+        state = TrainState(**{**STATE.__dict__, "rank": rank, "world_size": 2})
+        shard = _scenes(batch, [rank, rank + 2])
+        mask = (method.branches(shard, state)[2][0] == 0).all(1)
+        assert torch.equal(mask, torch.cat([joined[b * m:(b + 1) * m] for b in (rank, rank + 2)]))
 
 
 def test_consistency_only_compares_the_two_unmasked_views():
@@ -198,7 +231,7 @@ def test_one_cpcm_epoch_through_the_trainer(tmp_path):
     })
     method = build_method(cfg.method)
     trainer = build_trainer(cfg, method, setup_runtime(cfg), tmp_path / "work")
-    assert method.seed == 3  # the run seed + rank 0: the masks derive from cfg.seed
+    assert method.seed == 3  # the run seed, the same on every rank: the masks derive from cfg.seed
     batch = next(iter(trainer.train_loader))
     assert 100 < len(batch["coords"]) < 2000 and len(batch["view2_coords"]) > 100
     trainer.train()

@@ -1,5 +1,6 @@
 """HPAL against independent oracles: brute-force region margins and greedy suppression, exact and
-never-repeated selections, the EMA / KL / pseudo-label formulas by hand, teacher resume."""
+never-repeated selections, the EMA / KL / pseudo-label formulas by hand, per-scene student noise
+(the teacher's checkpoint and resume: tests/engine/test_method_checkpoints.py)."""
 import itertools
 import math
 
@@ -13,10 +14,11 @@ from pcseg.data.transforms import build_transforms
 from pcseg.engine.hooks import TrainState
 from pcseg.methods import METHODS, build_method
 from pcseg.methods.common import step_generator
-from pcseg.methods.hpal import (HPAL, ScenePool, annotatable, conflict_pairs, cumulative_targets, ema_update,
+from pcseg.methods.hpal import (HPAL, MeanTeacher, ScenePool, annotatable, conflict_pairs, cumulative_targets,
+                                ema_update,
                                 hierarchical_uncertainty, margin, merge_pools, model_selection,
                                 predict_raw_scene, pseudo_labels, random_selection, region_margin, scene_pool,
-                                suppress)
+                                strong_features, suppress)
 from pcseg.sparse import SparseTensor
 
 STATE = TrainState(epoch=0, step=3, max_epochs=1, max_steps=10, iters_per_epoch=10)
@@ -245,19 +247,23 @@ def _two_views(n: int = 40):
 
 def test_losses_train_the_student_only_and_the_teacher_follows_by_ema():
     torch.manual_seed(0)
-    model, method = PointNet(), HPAL(confidence=0.0)  # every unlabelled point gets a pseudo-label
-    method.before_train(model, STATE)
+    method = HPAL(confidence=0.0)  # every unlabelled point gets a pseudo-label
+    model = method.wrap(PointNet())
+    assert isinstance(model, MeanTeacher) and set(model.saved_modules()) == {"teacher"}
+    assert [p for group in method.param_groups(model) for p in group["params"]] == list(model.backbone.parameters())
     losses = method.losses(model, _two_views(), STATE)
     assert set(losses) == {"ce", "kl", "pseudo"}
     sum(losses.values()).backward()
-    assert all(p.grad is not None for p in model.parameters())
-    assert all(p.grad is None and not p.requires_grad for p in method.teacher.parameters())
-    before = [p.clone() for p in method.teacher.parameters()]
+    assert all(p.grad is not None for p in model.backbone.parameters())
+    assert all(p.grad is None and not p.requires_grad for p in model.teacher.parameters())
+    model.train()
+    assert model.backbone.training and not model.teacher.training  # the teacher stays in eval mode
+    before = [p.clone() for p in model.teacher.parameters()]
     with torch.no_grad():
-        for p in model.parameters():
+        for p in model.backbone.parameters():
             p.add_(1.0)
     method.after_step(model, STATE)
-    for t, b, s in zip(method.teacher.parameters(), before, model.parameters()):
+    for t, b, s in zip(model.teacher.parameters(), before, model.backbone.parameters()):
         torch.testing.assert_close(t, 0.955 * b + 0.045 * s)
 
 
@@ -265,13 +271,12 @@ def test_losses_by_hand():
     """No student perturbation: teacher = student copy on view 1, student on view 2; each term by hand."""
     torch.manual_seed(0)
     batch = _two_views()
-    model = PointNet()
+    student = PointNet()
     method = HPAL(confidence=0.4, kl_weight=2.0, pseudo_weight=3.0, student_noise=0.0, student_dropout=0.0)
-    method.before_train(model, STATE)
-    losses = method.losses(model, batch, STATE)
+    losses = method.losses(method.wrap(student), batch, STATE)
     with torch.no_grad():
-        p = torch.softmax(model(SparseTensor(batch["feats"], batch["coords"])).F, 1).tolist()
-        q = torch.softmax(model(SparseTensor(batch["view2_feats"], batch["coords"])).F, 1).tolist()
+        p = torch.softmax(student(SparseTensor(batch["feats"], batch["coords"])).F, 1).tolist()
+        q = torch.softmax(student(SparseTensor(batch["view2_feats"], batch["coords"])).F, 1).tolist()
     labels = batch["labels"].tolist()
     ce = [-math.log(q[i][y]) for i, y in enumerate(labels) if y != -100]
     kl = [sum(a * (math.log(a) - math.log(b)) for a, b in zip(p[i], q[i])) for i in range(len(p))]
@@ -283,40 +288,47 @@ def test_losses_by_hand():
     assert losses["pseudo"].item() == pytest.approx(3.0 * sum(pseudo) / len(pseudo), rel=1e-5)
 
 
-def test_student_perturbation_comes_from_the_run_seed():
+def _student_inputs(method, batch, state):
+    """The features the student saw in ``method.losses`` on ``batch``."""
+    model = method.wrap(PointNet())
+    seen = []
+    model.backbone.body.register_forward_hook(lambda module, args, out: seen.append(args[0].detach()))
+    method.losses(model, batch, state)
+    return seen[0]
+
+
+def test_student_perturbation_comes_from_the_run_seed_step_and_joined_position():
     batch = _two_views()
     features = []
     for seed in (0, 0, 5):
         method = HPAL()
         method.set_seed(seed)
-        method.before_train(PointNet(), STATE)
-        model = PointNet()
-        seen = []
-        model.body.register_forward_hook(lambda module, args, out: seen.append(args[0].detach()))
-        method.losses(model, batch, STATE)
-        features.append(seen[0])
+        features.append(_student_inputs(method, batch, STATE))
     assert torch.equal(features[0], features[1]) and not torch.equal(features[0], features[2])
-    g = step_generator(5, STATE.step)
+    g = step_generator(5, STATE.step, 0)  # scene 0 of the joined batch
     noise = torch.randn(batch["view2_feats"].shape, generator=g) * 0.1
     drop = torch.rand(len(batch["view2_feats"]), generator=g) < 0.1
     torch.testing.assert_close(features[2], (batch["view2_feats"] + noise).masked_fill(drop[:, None], 0.0))
+    # the same scene as sample 0 of rank 1 of 2 is scene 1 of the joined batch
+    method = HPAL()
+    method.set_seed(5)
+    on_rank1 = _student_inputs(method, batch, TrainState(**{**STATE.__dict__, "rank": 1, "world_size": 2}))
+    g = step_generator(5, STATE.step, 1)
+    noise = torch.randn(batch["view2_feats"].shape, generator=g) * 0.1
+    drop = torch.rand(len(batch["view2_feats"]), generator=g) < 0.1
+    torch.testing.assert_close(on_rank1, (batch["view2_feats"] + noise).masked_fill(drop[:, None], 0.0))
 
 
-def test_the_teacher_resumes_from_the_state_dict():
-    torch.manual_seed(0)
-    model, first = PointNet(), HPAL()
-    first.before_train(model, STATE)
-    with torch.no_grad():
-        for p in first.teacher.parameters():
-            p.mul_(3.0)  # a teacher unlike the student
-    state = first.state_dict()
-    resumed = HPAL()
-    resumed.load_state_dict(state)  # the trainer loads the method state before before_train
-    resumed.before_train(model, STATE)
-    for a, b in zip(resumed.teacher.state_dict().values(), first.teacher.state_dict().values()):
-        assert torch.equal(a, b)
-    with pytest.raises(ValueError, match="teacher"):
-        HPAL().load_state_dict({"student": {}})
+def test_strong_features_draw_each_scene_from_its_own_generator():
+    feats = torch.randn(10, 3)
+    batch_index = torch.tensor([1, 0, 1, 1, 0, 0, 1, 0, 1, 1])
+    out = strong_features(feats, batch_index, 0.5, 0.3, [torch.Generator().manual_seed(s) for s in (4, 9)])
+    for b, seed in ((0, 4), (1, 9)):
+        rows = batch_index == b
+        g = torch.Generator().manual_seed(seed)
+        noise = torch.randn(int(rows.sum()), 3, generator=g) * 0.5
+        drop = torch.rand(int(rows.sum()), generator=g) < 0.3
+        torch.testing.assert_close(out[rows], (feats[rows] + noise).masked_fill(drop[:, None], 0.0))
 
 
 def test_hpal_is_registered_and_checks_its_settings():
@@ -325,6 +337,7 @@ def test_hpal_is_registered_and_checks_its_settings():
     with pytest.raises(ValueError, match="HPAL.confidence"):
         HPAL(confidence=1.5)
     with pytest.raises(KeyError, match="TwoViews"):
-        m = HPAL()
-        m.before_train(PointNet(), STATE)
-        m.losses(PointNet(), {k: v for k, v in _two_views().items() if not k.startswith("view2")}, STATE)
+        HPAL().losses(HPAL().wrap(PointNet()), {k: v for k, v in _two_views().items() if not k.startswith("view2")},
+                      STATE)
+    with pytest.raises(TypeError, match="expected the MeanTeacher model of HPAL.wrap"):
+        HPAL().losses(PointNet(), _two_views(), STATE)

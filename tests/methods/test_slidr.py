@@ -8,7 +8,7 @@ from torch import nn
 
 from pcseg.engine.hooks import Supervised, TrainState
 from pcseg.methods import METHODS, build_method
-from pcseg.methods.slidr import (CachedTeacher, ResNet50Trunk, SLidR, build_teacher, pool_image_features,
+from pcseg.methods.slidr import (CachedTeacher, ResNet50Trunk, SLidR, SLidRModel, build_teacher, pool_image_features,
                                  info_nce, superpixel_pool)
 from pcseg.methods.slidr import teacher as teacher_module
 from pcseg.models import build_model
@@ -151,15 +151,21 @@ def _camera_batch():
 
 def test_slidr_loss_is_the_info_nce_of_pooled_head_outputs():
     torch.manual_seed(0)
-    model = build_model({"name": "Res16UNet14A", "in_channels": 1, "num_classes": 19, "D": 3})
+    backbone = build_model({"name": "Res16UNet14A", "in_channels": 1, "num_classes": 19, "D": 3})
     method = SLidR(teacher=_PoolTeacher(), projection_dim=8, head_lr=0.5)
+    model = method.wrap(backbone)
+    assert isinstance(model, SLidRModel) and model.backbone is backbone and set(model.saved_modules()) == {"heads"}
     groups = method.param_groups(model)
-    assert [len(g["params"]) for g in groups] == [len(list(model.parameters())), 4] and groups[1]["lr"] == 0.5
-    assert method.teacher.out_channels == 6 and not method.teacher.training
+    trained = [p for n, p in backbone.named_parameters() if not n.startswith("head.")]  # the classifier is unused
+    assert groups[0]["params"] == trained and groups[1] == {"params": list(model.heads.parameters()), "lr": 0.5}
+    assert not any(p.requires_grad for p in backbone.head.parameters())
+    assert model.teacher.out_channels == 6 and not model.teacher.training
+    model.train()
+    assert not model.teacher.training and model.backbone.training
     batch = _camera_batch()
     loss = method.losses(model, batch, STATE)["nce"]
 
-    points, pixels = method.embeddings(model, batch)
+    points, pixels = model(batch)
     assert points.shape == (len(batch["coords"]), 8) and pixels.shape == (2, 8, 8, 12)
     torch.testing.assert_close(pixels.norm(dim=1), torch.ones(2, 8, 12))
     keep = [s for s in range(12) if (batch["point_superpixel"] == s).any()]
@@ -168,13 +174,9 @@ def test_slidr_loss_is_the_info_nce_of_pooled_head_outputs():
     torch.testing.assert_close(loss, info_nce(k, q, 0.07))
 
     loss.backward()
-    assert all(p.grad is not None for p in method.heads.parameters())
-    assert model.stem[0].weight.grad is not None and model.head.module.weight.grad is None
-    assert not any(p.grad is not None for p in method.teacher.parameters())
-    restored = SLidR(teacher=_PoolTeacher(), projection_dim=8)
-    restored.param_groups(model)
-    restored.load_state_dict(method.state_dict())
-    torch.testing.assert_close(restored.heads["points"].weight, method.heads["points"].weight)
+    assert all(p.grad is not None for p in model.heads.parameters())
+    assert backbone.stem[0].weight.grad is not None and backbone.head.module.weight.grad is None
+    assert not any(p.grad is not None for p in model.teacher.parameters())
 
 
 class _FixedFeatures(nn.Module):
@@ -224,11 +226,10 @@ def test_slidr_loss_by_hand_normalises_each_point_and_pixel_before_pooling():
              "point_superpixel": torch.tensor(point_superpixel), "images": image,
              "superpixels": torch.tensor([[pixel_superpixel]]), "num_superpixels": 4,
              "pixel": torch.zeros(5, 2, dtype=torch.int64), "P": torch.zeros(1, 3, 4), "Tr": torch.zeros(1, 4, 4)}
-    model = _FixedFeatures(torch.tensor(points))
     method = SLidR(teacher=teacher, projection_dim=2, temperature=0.5)
-    method.param_groups(model)
-    method.heads["points"].load_state_dict(heads_points.state_dict())
-    method.heads["pixels"].load_state_dict(heads_pixels.state_dict())
+    model = method.wrap(_FixedFeatures(torch.tensor(points)))
+    model.heads["points"].load_state_dict(heads_points.state_dict())
+    model.heads["pixels"].load_state_dict(heads_pixels.state_dict())
 
     k = [_unit(_mean([_unit(p) for p, s in zip(points, point_superpixel) if s == i])) for i in range(3)]
     q = [_unit(_mean([_unit(p) for p, s in zip(pixels, pixel_superpixel) if s == i])) for i in range(3)]
@@ -270,31 +271,35 @@ def test_cached_teacher_returns_the_teachers_maps_and_skips_images_it_holds():
 
 def test_slidr_with_a_teacher_cache_gives_the_same_loss():
     torch.manual_seed(0)
-    model = build_model({"name": "Res16UNet14A", "in_channels": 1, "num_classes": 19, "D": 3}).eval()
+    backbone = build_model({"name": "Res16UNet14A", "in_channels": 1, "num_classes": 19, "D": 3}).eval()
     plain, cached = SLidR(teacher=_CountingTeacher(), projection_dim=8), \
         SLidR(teacher=_CountingTeacher(), projection_dim=8, teacher_cache=4)
-    plain.param_groups(model)
-    cached.param_groups(model)
-    cached.heads.load_state_dict(plain.heads.state_dict())
-    cached.teacher.teacher.network.load_state_dict(plain.teacher.network.state_dict())
+    plain_model, cached_model = plain.wrap(backbone), cached.wrap(backbone)
+    cached_model.heads.load_state_dict(plain_model.heads.state_dict())
+    cached_model.teacher.teacher.network.load_state_dict(plain_model.teacher.network.state_dict())
     batch = _camera_batch()
     for _ in range(3):
-        torch.testing.assert_close(cached.losses(model, batch, STATE)["nce"], plain.losses(model, batch, STATE)["nce"])
-    assert plain.teacher.network.images_seen == 1 + 6 and cached.teacher.teacher.network.images_seen == 1 + 2
+        torch.testing.assert_close(cached.losses(cached_model, batch, STATE)["nce"],
+                                   plain.losses(plain_model, batch, STATE)["nce"])
+    assert plain_model.teacher.network.images_seen == 1 + 6
+    assert cached_model.teacher.teacher.network.images_seen == 1 + 2
     with pytest.raises(ValueError, match="teacher_cache >= 0"):
         SLidR(teacher=_PoolTeacher(), teacher_cache=-1)
 
 
 def test_slidr_is_registered_and_checks_its_batch():
-    method = build_method({"name": "SLidR", "teacher": {"name": "ResNet50"}})
-    assert METHODS["SLidR"] is SLidR and method.heads is None  # the teacher is built by param_groups
-    with pytest.raises(RuntimeError, match="call param_groups"):
-        method.state_dict()
-    model = build_model({"name": "Res16UNet14A", "in_channels": 1, "num_classes": 19, "D": 3})
+    method = build_method({"name": "SLidR", "teacher": {"name": "ResNet50", "weights": "absent.pth"}})
+    assert METHODS["SLidR"] is SLidR  # the teacher's weights are read when wrap builds it, not before
+    backbone = build_model({"name": "Res16UNet14A", "in_channels": 1, "num_classes": 19, "D": 3})
+    with pytest.raises(FileNotFoundError, match="absent.pth not found"):
+        method.wrap(backbone)
     method = SLidR(teacher=_PoolTeacher())
-    method.param_groups(model)
     with pytest.raises(KeyError, match="lacks images.*use data.name: LidarCamera"):
-        method.losses(model, {"coords": torch.zeros(1, 4, dtype=torch.int32)}, STATE)
+        method.losses(method.wrap(backbone), {"coords": torch.zeros(1, 4, dtype=torch.int32)}, STATE)
+    with pytest.raises(TypeError, match="expected the SLidRModel of SLidR.wrap"):
+        method.losses(backbone, _camera_batch(), STATE)
+    with pytest.raises(TypeError, match="expected the SLidRModel of SLidR.wrap"):
+        method.param_groups(backbone)
     with pytest.raises(ValueError, match="SLidR.teacher: expected an nn.Module or a mapping"):
         SLidR(teacher={"weights": "x"})
 
@@ -314,7 +319,10 @@ def test_linear_probe_trains_only_the_classifier_with_frozen_batchnorm():
     method.losses(model, batch, STATE)["ce"].backward()
     torch.testing.assert_close(model.stem[1].module.running_mean, running)  # BatchNorm statistics frozen
     assert model.head.module.weight.grad is not None
-    assert Supervised().param_groups(model)[0]["params"] == list(model.parameters())
+    # the default groups: every parameter that requires a gradient (here only the classifier's are left)
+    assert Supervised().param_groups(model)[0]["params"] == list(model.head.parameters())
+    fresh = build_model({"name": "Res16UNet14A", "in_channels": 1, "num_classes": 4, "D": 3})
+    assert Supervised().param_groups(fresh)[0]["params"] == list(fresh.parameters())
 
 
 def test_linear_probe_can_reestimate_batchnorm_statistics_on_the_training_data():

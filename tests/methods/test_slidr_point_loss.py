@@ -108,13 +108,13 @@ def _camera_batch():
 
 def test_slidr_point_pooling_is_the_info_nce_of_each_points_pixel():
     torch.manual_seed(0)
-    model = build_model({"name": "Res16UNet14A", "in_channels": 1, "num_classes": 19, "D": 3})
+    backbone = build_model({"name": "Res16UNet14A", "in_channels": 1, "num_classes": 19, "D": 3})
     method = SLidR(teacher=_PoolTeacher(), projection_dim=8, pooling="point", num_matches=None)
-    method.param_groups(model)
+    model = method.wrap(backbone)
     batch = _camera_batch()
     loss = method.losses(model, batch, STATE)["nce"]
 
-    points, pixels = method.embeddings(model, batch)
+    points, pixels = model(batch)
     rows = [i for i in range(len(batch["inverse"])) if batch["pixel"][i, 0] >= 0]
     k = torch.stack([points[i] for i in rows])
     q = torch.stack([pixels[int(batch["coords"][batch["inverse"][i], 0]), :, int(batch["pixel"][i, 1]),
@@ -123,13 +123,13 @@ def test_slidr_point_pooling_is_the_info_nce_of_each_points_pixel():
     expected = torch.stack([torch.logsumexp(logits[i], 0) - logits[i, i] for i in range(len(rows))]).mean()
     torch.testing.assert_close(loss, expected)
     loss.backward()
-    assert model.stem[0].weight.grad is not None and all(p.grad is not None for p in method.heads.parameters())
+    assert backbone.stem[0].weight.grad is not None and all(p.grad is not None for p in model.heads.parameters())
 
     superpixel = SLidR(teacher=_PoolTeacher(), projection_dim=8)
-    superpixel.param_groups(model)
-    superpixel.heads.load_state_dict(method.heads.state_dict())
-    superpixel.teacher.network.load_state_dict(method.teacher.network.state_dict())
-    assert not torch.allclose(superpixel.losses(model, batch, STATE)["nce"], loss)  # the option changes the loss
+    other = superpixel.wrap(backbone)
+    other.heads.load_state_dict(model.heads.state_dict())
+    other.teacher.network.load_state_dict(model.teacher.network.state_dict())
+    assert not torch.allclose(superpixel.losses(other, batch, STATE)["nce"], loss)  # the option changes the loss
 
 
 def test_pooling_is_chosen_in_yaml_and_checked():

@@ -13,9 +13,11 @@ view 1, view 2 and a RegionMask-ed copy of view 2. Losses:
 ``consistency_only`` drops the mask (the ablation "consistency" of the paper): the forward holds
 views 1 and 2 and ``js`` goes from view 1 (stop-gradient) to view 2.
 
-Masks are drawn from :func:`~pcseg.methods.common.step_generator` of the run seed (``cfg.seed + rank``,
-given by ``build_trainer``) and the step, so they are reproducible and a resumed run draws the same
-masks as an uninterrupted one.
+Each scene's mask is drawn from :func:`~pcseg.methods.common.step_generator` of the run seed
+(``cfg.seed``, given by ``build_trainer``), the step and the scene's position in the joined batch of
+all processes (:meth:`~pcseg.engine.hooks.TrainState.joined_positions`), so masks are reproducible,
+a resumed run draws those of an uninterrupted one and ``torchrun --nproc_per_node=2`` draws those
+of one process on the joined batch. CPCM owns no modules: the trainer trains the backbone itself.
 """
 from __future__ import annotations
 
@@ -73,8 +75,9 @@ class CPCM(MethodHooks):
                            f"data.name: TwoViews (pcseg.data.views) with kwargs.dataset naming the base dataset")
         out = [(batch["feats"], batch["coords"]), (batch["view2_feats"], batch["view2_coords"])]
         if not self.consistency_only:
-            masked = self.region_mask.apply(batch["view2_feats"], batch["view2_coords"],
-                                            step_generator(self.seed, state.step))
+            generators = [step_generator(self.seed, state.step, position)
+                          for position in state.joined_positions(len(batch["names"]))]
+            masked = self.region_mask.apply(batch["view2_feats"], batch["view2_coords"], generators)
             out.append((masked, batch["view2_coords"]))
         return out
 

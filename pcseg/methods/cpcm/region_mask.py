@@ -7,6 +7,8 @@ without replacement and the features of the voxels inside are set to zero.
 """
 from __future__ import annotations
 
+from typing import Sequence
+
 import torch
 from torch import Tensor
 
@@ -59,11 +61,11 @@ class RegionMask:
         """Regions masked per scene of a D=``dim`` grid."""
         return round(self.mask_ratio * self.grid ** dim)
 
-    def __call__(self, coords: Tensor, generator: torch.Generator) -> Tensor:
+    def __call__(self, coords: Tensor, generators: Sequence[torch.Generator]) -> Tensor:
         """(N,) bool, True at the voxels to mask.
 
         coords: (N, 1+D) int, batch index first; each scene is split and masked on its own.
-        generator: a CPU ``torch.Generator``; the scenes draw their regions from it in batch order.
+        generators: CPU ``torch.Generator`` s, one per scene: scene ``b`` draws its regions from ``generators[b]``.
         """
         if coords.ndim != 2 or coords.shape[1] < 2:
             raise ValueError(f"RegionMask: expected (N, 1+D) coords with the batch index first, "
@@ -74,13 +76,13 @@ class RegionMask:
         for b in torch.unique(coords[:, 0]).tolist():
             rows = torch.nonzero(coords[:, 0] == b).squeeze(1)
             chosen = torch.zeros(n_regions, dtype=torch.bool)
-            chosen[torch.randperm(n_regions, generator=generator)[:n_masked]] = True
+            chosen[torch.randperm(n_regions, generator=generators[b])[:n_masked]] = True
             mask[rows] = chosen.to(coords.device)[region_ids(coords[rows, 1:], self.grid)]
         return mask
 
-    def apply(self, feats: Tensor, coords: Tensor, generator: torch.Generator) -> Tensor:
-        """A copy of ``feats`` (N, C) with the rows of the masked voxels set to zero."""
-        return feats.masked_fill(self(coords, generator)[:, None], 0.0)
+    def apply(self, feats: Tensor, coords: Tensor, generators: Sequence[torch.Generator]) -> Tensor:
+        """A copy of ``feats`` (N, C) with the rows of the masked voxels set to zero (``generators``: see ``__call__``)."""
+        return feats.masked_fill(self(coords, generators)[:, None], 0.0)
 
     def __repr__(self) -> str:
         return f"RegionMask(mask_ratio={self.mask_ratio}, grid={self.grid})"

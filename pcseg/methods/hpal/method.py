@@ -4,8 +4,10 @@ Each batch holds two augmented views of the same scenes (``data.name: TwoViews``
 :mod:`pcseg.data.views`). The EMA **teacher** sees view 1 (no gradient, eval mode); the **student**
 (the trained model) sees view 2, made stronger still by feature noise (Gaussian, std
 ``student_noise``) and feature dropout (the input features of a ``student_dropout`` fraction of
-voxels zeroed), drawn from :func:`~pcseg.methods.common.step_generator` of the run seed
-(``cfg.seed + rank``, given by ``build_trainer``) and the step, so a resumed run draws the same.
+voxels zeroed), drawn per scene from :func:`~pcseg.methods.common.step_generator` of the run seed
+(``cfg.seed``, given by ``build_trainer``), the step and the scene's position in the joined batch of
+all processes (:meth:`~pcseg.engine.hooks.TrainState.joined_positions`), so a resumed run draws the
+same and two processes draw what one process draws for the joined batch.
 Losses, compared on the *points* (each view's voxels read through its inverse map):
 
 - ``ce``: cross-entropy on the labelled voxels of the student view;
@@ -13,27 +15,32 @@ Losses, compared on the *points* (each view's voxels read through its inverse ma
 - ``pseudo``: cross-entropy of the student against the teacher's class at the unlabelled points
   where the teacher's top probability is ``> confidence`` (0.75), times ``pseudo_weight``.
 
-Both unsupervised weights ramp up linearly over ``rampup_epochs``. After every optimiser step the
-teacher moves towards the student: ``t = decay * t + (1 - decay) * s`` (0.955) for parameters and
-floating-point buffers (BatchNorm statistics); integer buffers are copied. The teacher is part of
-:meth:`HPAL.state_dict`, so a resumed run continues with the same teacher.
+Both unsupervised weights ramp up linearly over ``rampup_epochs``. The model the trainer trains is a
+:class:`MeanTeacher`: the student (the backbone, whose weights ``model.init_from`` may have loaded)
+and the teacher, a copy of it made when the method wraps it, with ``requires_grad`` False (neither
+the optimiser nor DDP's gradient all-reduce sees it; DDP gives every process rank 0's copy when it
+is built). After every optimiser step the teacher moves towards the student: ``t = decay * t +
+(1 - decay) * s`` (0.955) for parameters and floating-point buffers (BatchNorm statistics); integer
+buffers are copied. The checkpoint keeps the teacher (``"method": {"teacher": …}``), so a resumed
+run continues with the same teacher.
 """
 from __future__ import annotations
 
 import copy
-from typing import Any, Mapping, Optional
+from typing import Any, Mapping, Sequence
 
 import torch
 from torch import Tensor, nn
 
 from pcseg.data.formats import IGNORE_INDEX
 from pcseg.data.views import VIEW2_KEYS
-from pcseg.engine.hooks import MethodHooks, TrainState
+from pcseg.engine.distributed import unwrap_model
+from pcseg.engine.hooks import MethodHooks, MethodModel, TrainState
 from pcseg.methods.common import kl_consistency, labelled_cross_entropy, rampup_weight, step_generator
 from pcseg.methods.registry import METHODS
 from pcseg.sparse import SparseTensor
 
-__all__ = ["HPAL", "ema_update", "pseudo_labels", "strong_features"]
+__all__ = ["HPAL", "MeanTeacher", "ema_update", "pseudo_labels", "strong_features"]
 
 
 @torch.no_grad()
@@ -59,14 +66,44 @@ def pseudo_labels(teacher_probs: Tensor, labelled: Tensor, confidence: float,
     return torch.where(keep, cls, torch.full_like(cls, ignore_index))
 
 
-def strong_features(feats: Tensor, noise: float, dropout: float, generator: torch.Generator) -> Tensor:
+def strong_features(feats: Tensor, batch_index: Tensor, noise: float, dropout: float,
+                    generators: Sequence[torch.Generator]) -> Tensor:
     """``feats`` (M, C) plus N(0, noise²) noise, with the rows of a ``dropout`` fraction of voxels zeroed.
 
-    generator: CPU generator (the draws are made on the CPU, then moved to ``feats``' device).
+    batch_index: (M,) int, the scene of each voxel (``coords[:, 0]``). generators: CPU generators,
+    one per scene: scene ``b`` draws its (M_b, C) normals, then its M_b uniforms, from
+    ``generators[b]`` (on the CPU, then moved to ``feats``' device).
     """
-    jitter = torch.randn(feats.shape, generator=generator).to(feats.device, feats.dtype) * noise
-    drop = (torch.rand(feats.shape[0], generator=generator) < dropout).to(feats.device)
-    return (feats + jitter).masked_fill(drop[:, None], 0.0)
+    jitter = torch.zeros(feats.shape)
+    drop = torch.zeros(feats.shape[0], dtype=torch.bool)
+    index = batch_index.cpu()
+    for b, generator in enumerate(generators):
+        rows = torch.nonzero(index == b).squeeze(1)
+        jitter[rows] = torch.randn((len(rows), feats.shape[1]), generator=generator)
+        drop[rows] = torch.rand(len(rows), generator=generator) < dropout
+    return (feats + jitter.to(feats.device, feats.dtype) * noise).masked_fill(drop.to(feats.device)[:, None], 0.0)
+
+
+class MeanTeacher(MethodModel):
+    """The student ``backbone`` (trained) and its EMA ``teacher``: a copy, never trained, always in eval mode."""
+
+    def __init__(self, backbone: nn.Module) -> None:
+        super().__init__(backbone)
+        self.teacher = copy.deepcopy(backbone).requires_grad_(False)
+        self.teacher.eval()
+
+    def train(self, mode: bool = True) -> "MeanTeacher":
+        """``mode`` for the student; the teacher stays in eval mode."""
+        super().train(mode)
+        self.teacher.eval()
+        return self
+
+    def forward(self, student: SparseTensor, teacher: SparseTensor) -> tuple[Tensor, Tensor]:
+        """Student logits (M2, C) on ``student`` and teacher logits (M1, C) on ``teacher`` (no gradient)."""
+        logits = self.backbone(student).F
+        with torch.no_grad():
+            target = self.teacher(teacher).F
+        return logits, target
 
 
 @METHODS.register
@@ -76,7 +113,8 @@ class HPAL(MethodHooks):
     ema_decay: teacher momentum (paper 0.955). confidence: pseudo-label threshold (paper 0.75).
     kl_weight, pseudo_weight: weights of the unsupervised terms after ``rampup_epochs``.
     student_noise, student_dropout: the student's extra feature perturbation, drawn from the run's seed
-    (``self.seed``, see :meth:`~pcseg.engine.hooks.MethodHooks.set_seed`) and the step.
+    (``self.seed``, see :meth:`~pcseg.engine.hooks.MethodHooks.set_seed`), the step and each scene's
+    position in the joined batch. Predictions (evaluation, selection) come from the student.
     """
 
     def __init__(self, ema_decay: float = 0.955, confidence: float = 0.75, kl_weight: float = 1.0,
@@ -97,51 +135,37 @@ class HPAL(MethodHooks):
         self.student_noise = float(student_noise)
         self.student_dropout = float(student_dropout)
         self.ignore_index = ignore_index
-        self.teacher: Optional[nn.Module] = None
-        self._pending: Optional[Mapping[str, Tensor]] = None  # teacher weights loaded before before_train
 
-    # -- teacher -----------------------------------------------------------------------------
-    def before_train(self, model: nn.Module, state: TrainState) -> None:
-        """Create the teacher as a copy of the student (or with the weights of a resumed checkpoint)."""
-        self.teacher = copy.deepcopy(model)
-        if self._pending is not None:
-            self.teacher.load_state_dict(self._pending)
-            self._pending = None
-        self.teacher.eval()
-        self.teacher.requires_grad_(False)
+    def wrap(self, backbone: nn.Module) -> MeanTeacher:
+        """The student ``backbone`` and a copy of it as the teacher."""
+        return MeanTeacher(backbone)
+
+    @staticmethod
+    def _mean_teacher(model: nn.Module) -> MeanTeacher:
+        """``model`` (possibly DDP-wrapped) as the :class:`MeanTeacher` of :meth:`wrap`."""
+        bare = unwrap_model(model)
+        if not isinstance(bare, MeanTeacher):
+            raise TypeError(f"HPAL: expected the MeanTeacher model of HPAL.wrap(backbone) (build_trainer makes it), "
+                            f"got {type(bare).__name__}")
+        return bare
 
     def after_step(self, model: nn.Module, state: TrainState) -> None:
-        ema_update(self._teacher(), model, self.ema_decay)
+        mean_teacher = self._mean_teacher(model)
+        ema_update(mean_teacher.teacher, mean_teacher.backbone, self.ema_decay)
 
-    def _teacher(self) -> nn.Module:
-        if self.teacher is None:
-            raise RuntimeError("HPAL: the teacher does not exist yet; the trainer calls before_train first")
-        return self.teacher
-
-    def state_dict(self) -> dict[str, Any]:
-        return {} if self.teacher is None else {"teacher": self.teacher.state_dict()}
-
-    def load_state_dict(self, state: Mapping[str, Any]) -> None:
-        unknown = sorted(set(state) - {"teacher"})
-        if unknown:
-            raise ValueError(f"HPAL.load_state_dict: expected only the key 'teacher', got {unknown}")
-        if "teacher" in state:
-            if self.teacher is None:
-                self._pending = state["teacher"]
-            else:
-                self.teacher.load_state_dict(state["teacher"])
-
-    # -- losses ------------------------------------------------------------------------------
     def losses(self, model: nn.Module, batch: Mapping[str, Any], state: TrainState) -> dict[str, Tensor]:
         missing = [k for k in VIEW2_KEYS if k not in batch]
         if missing:
             raise KeyError(f"HPAL needs two views per scene but the batch lacks {', '.join(missing)}; use "
                            f"data.name: TwoViews (pcseg.data.views) with kwargs.dataset naming the base dataset")
-        feats = strong_features(batch["view2_feats"], self.student_noise, self.student_dropout,
-                                step_generator(self.seed, state.step))
-        student = model(SparseTensor(feats, batch["view2_coords"])).F.float()
-        with torch.no_grad():
-            teacher = self._teacher()(SparseTensor(batch["feats"], batch["coords"])).F.float()
+        self._mean_teacher(model)
+        generators = [step_generator(self.seed, state.step, position)
+                      for position in state.joined_positions(len(batch["names"]))]
+        feats = strong_features(batch["view2_feats"], batch["view2_coords"][:, 0], self.student_noise,
+                                self.student_dropout, generators)
+        student, teacher = model(SparseTensor(feats, batch["view2_coords"]),
+                                 SparseTensor(batch["feats"], batch["coords"]))
+        student, teacher = student.float(), teacher.float()
         teacher_probs = torch.softmax(teacher, dim=1)[batch["inverse"]]
         student_points = student[batch["view2_inverse"]]
         labelled = (batch["view2_labels"] != self.ignore_index)[batch["view2_inverse"]]

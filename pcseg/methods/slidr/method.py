@@ -12,22 +12,32 @@ Per batch (:mod:`pcseg.data.lidar_camera` samples):
   points with a pixel, each point's feature against its pixel's feature, the other sampled points
   as negatives (:func:`~.losses.point_info_nce`), logged as ``nce``.
 
-The heads and the teacher belong to the method: :meth:`SLidR.param_groups` builds them on the
-model's device (the teacher is built there too, so a config names its weights file without
-reading it until training starts) and returns two optimiser groups, the model's parameters at
-``train.lr`` and the heads' at ``head_lr``. The heads are saved in the checkpoint's method state.
-The model's classifier takes no part. Single process only: the heads sit outside DDP.
+The model the trainer trains is a :class:`SLidRModel`: the backbone, the two heads and the frozen
+teacher in one module, whose ``forward`` computes both embeddings, so DistributedDataParallel
+synchronises the backbone's and the heads' gradients. The teacher has ``requires_grad`` False (the
+optimiser and DDP's all-reduce skip it; DDP gives every process rank 0's copy when it is built and
+broadcasts its BatchNorm buffers, unchanged in eval mode, before each forward) and is rebuilt from
+``method.teacher`` rather than checkpointed. The backbone's classifier ``head`` takes no part and
+is frozen. Optimiser groups: the trained backbone parameters at ``train.lr``, the heads' at
+``head_lr``. Checkpoints hold the backbone as ``"model"`` (exported as ``backbone.pth``) and the
+heads as ``"method": {"heads": …}``.
+
+With ``torchrun`` the superpixel rows of every process are gathered
+(:func:`pcseg.engine.distributed.gather_rows`, differentiable) before the InfoNCE, so the negatives
+are those of the joined batch and two processes compute the loss and gradients of one process on
+the joined batch. ``pooling: point`` samples ``num_matches`` pairs per process and its InfoNCE
+stays per process (its negatives come from the process's own batch).
 """
 from __future__ import annotations
 
 from typing import Any, Literal, Mapping, Optional
 
-import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
 from pcseg.data.lidar_camera import CAMERA_BATCH_KEYS
-from pcseg.engine.hooks import MethodHooks, TrainState, sparse_input
+from pcseg.engine.distributed import gather_rows, unwrap_model
+from pcseg.engine.hooks import MethodHooks, MethodModel, TrainState, sparse_input
 from pcseg.methods.registry import METHODS
 
 from .losses import info_nce, point_info_nce
@@ -35,7 +45,37 @@ from .pooling import pool_image_features, superpixel_pool
 from .teacher import ImageTeacher, build_teacher
 from .teacher_cache import CachedTeacher
 
-__all__ = ["SLidR"]
+__all__ = ["SLidR", "SLidRModel"]
+
+
+class SLidRModel(MethodModel):
+    """The backbone, the heads ``heads["points"]`` (Linear), ``heads["pixels"]`` (1x1 Conv2d), the frozen ``teacher``.
+
+    The backbone's classifier ``backbone.head`` is frozen (never used). ``teacher`` is rebuilt from
+    the config, not checkpointed (:attr:`MethodModel.rebuilt`).
+    """
+
+    rebuilt = ("teacher",)
+
+    def __init__(self, backbone: nn.Module, teacher: ImageTeacher | CachedTeacher, projection_dim: int) -> None:
+        super().__init__(backbone)
+        classifier = getattr(backbone, "head", None)
+        if isinstance(classifier, nn.Module):
+            classifier.requires_grad_(False)
+        self.heads = nn.ModuleDict({
+            "points": nn.Linear(backbone.feature_channels, projection_dim),
+            "pixels": nn.Conv2d(teacher.out_channels, projection_dim, kernel_size=1),
+        })
+        self.teacher = teacher
+
+    def forward(self, batch: Mapping[str, Any]) -> tuple[Tensor, Tensor]:
+        """Per-point (ΣN, D) and per-pixel (B, D, H, W) L2-normalised projected features of a camera batch."""
+        voxels = self.heads["points"](self.backbone.forward_features(sparse_input(batch)).F)
+        points = F.normalize(voxels.float(), dim=1)[batch["inverse"]]
+        images = batch["images"]
+        maps = self.heads["pixels"](self.teacher(images.float() / 255.0))
+        maps = F.interpolate(maps, size=images.shape[-2:], mode="bilinear", align_corners=False)
+        return points, F.normalize(maps.float(), dim=1)
 
 
 @METHODS.register
@@ -73,53 +113,34 @@ class SLidR(MethodHooks):
         self.temperature = float(temperature)
         self.head_lr = head_lr
         self.teacher_cache = teacher_cache
-        self.teacher: Optional[ImageTeacher | CachedTeacher] = None
-        self.heads: Optional[nn.ModuleDict] = None
+
+    def wrap(self, backbone: nn.Module) -> SLidRModel:
+        """The backbone with the heads and the teacher (built here, on the backbone's device, from ``teacher``)."""
+        device = next(backbone.parameters()).device
+        teacher: ImageTeacher | CachedTeacher = build_teacher(self.teacher_spec).to(device)
+        if self.teacher_cache:
+            teacher = CachedTeacher(teacher, self.teacher_cache)
+        return SLidRModel(backbone, teacher, self.projection_dim).to(device)
 
     def param_groups(self, model: nn.Module) -> list[dict[str, Any]]:
-        """Build the teacher and the heads on ``model``'s device; groups: model (``train.lr``), heads (``head_lr``)."""
-        device = next(model.parameters()).device
-        self.teacher = build_teacher(self.teacher_spec).to(device)
-        if self.teacher_cache:
-            self.teacher = CachedTeacher(self.teacher, self.teacher_cache)
-        self.heads = nn.ModuleDict({
-            "points": nn.Linear(model.feature_channels, self.projection_dim),
-            "pixels": nn.Conv2d(self.teacher.out_channels, self.projection_dim, kernel_size=1),
-        }).to(device)
-        heads = {"params": list(self.heads.parameters())}
+        """Groups: the trained backbone parameters (``train.lr``), the heads (``head_lr``)."""
+        if not isinstance(model, SLidRModel):
+            raise TypeError(f"SLidR: expected the SLidRModel of SLidR.wrap(backbone) (build_trainer makes it), "
+                            f"got {type(model).__name__}")
+        heads = {"params": list(model.heads.parameters())}
         if self.head_lr is not None:
             heads["lr"] = self.head_lr
-        return [{"params": list(model.parameters())}, heads]
-
-    def _built(self) -> nn.ModuleDict:
-        if self.heads is None:
-            raise RuntimeError("SLidR: the heads do not exist yet; call param_groups(model) first "
-                               "(pcseg.engine.build.build_trainer does)")
-        return self.heads
-
-    def before_train(self, model: nn.Module, state: TrainState) -> None:
-        if torch.distributed.is_available() and torch.distributed.is_initialized() \
-                and torch.distributed.get_world_size() > 1:
-            raise NotImplementedError("SLidR: multi-process training is not supported (the heads are not "
-                                      "synchronised); run one process")
-        self._built()
-
-    def embeddings(self, model: nn.Module, batch: Mapping[str, Any]) -> tuple[Tensor, Tensor]:
-        """Per-point (ΣN, D) and per-pixel (B, D, H, W) L2-normalised projected features."""
-        heads = self._built()
-        voxels = heads["points"](model.forward_features(sparse_input(batch)).F)
-        points = F.normalize(voxels.float(), dim=1)[batch["inverse"]]
-        images = batch["images"]
-        maps = heads["pixels"](self.teacher(images.float() / 255.0))
-        maps = F.interpolate(maps, size=images.shape[-2:], mode="bilinear", align_corners=False)
-        return points, F.normalize(maps.float(), dim=1)
+        return [{"params": [p for p in model.backbone.parameters() if p.requires_grad]}, heads]
 
     def losses(self, model: nn.Module, batch: Mapping[str, Any], state: TrainState) -> dict[str, Tensor]:
         missing = [k for k in CAMERA_BATCH_KEYS if k not in batch]
         if missing:
             raise KeyError(f"SLidR needs camera data but the batch lacks {', '.join(missing)}; use data.name: "
                            f"LidarCamera (pcseg.data.lidar_camera) with kwargs.dataset naming the LiDAR dataset")
-        points, pixels = self.embeddings(model, batch)
+        if not isinstance(unwrap_model(model), SLidRModel):
+            raise TypeError(f"SLidR: expected the SLidRModel of SLidR.wrap(backbone) (build_trainer makes it), "
+                            f"got {type(unwrap_model(model)).__name__}")
+        points, pixels = model(batch)
         if self.pooling == "point":
             image_index = batch["coords"][batch["inverse"], 0].long()
             return {"nce": point_info_nce(points, pixels, image_index, batch["pixel"], self.temperature,
@@ -128,12 +149,4 @@ class SLidR(MethodHooks):
         pooled_points, point_counts = superpixel_pool(points, batch["point_superpixel"], count)
         pooled_pixels, pixel_counts = pool_image_features(pixels, batch["superpixels"], count)
         keep = (point_counts > 0) & (pixel_counts > 0)
-        return {"nce": info_nce(pooled_points[keep], pooled_pixels[keep], self.temperature)}
-
-    def state_dict(self) -> dict[str, Any]:
-        return {"heads": self._built().state_dict()}
-
-    def load_state_dict(self, state: Mapping[str, Any]) -> None:
-        if "heads" not in state:
-            raise ValueError(f"SLidR: method state expected a 'heads' entry, got keys {sorted(state)}")
-        self._built().load_state_dict(state["heads"])
+        return {"nce": info_nce(gather_rows(pooled_points[keep]), gather_rows(pooled_pixels[keep]), self.temperature)}
