@@ -16,7 +16,6 @@ import argparse
 import collections
 import collections.abc
 import json
-import runpy
 import sys
 import tempfile
 import warnings
@@ -32,13 +31,13 @@ import MinkowskiEngine as ME  # noqa: E402
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
+from pcseg.cli.convert_checkpoint import main as convert_checkpoint  # noqa: E402
 from pcseg.data.synthetic import generate_room  # noqa: E402
 from pcseg.engine.checkpoint import load_checkpoint  # noqa: E402
 from pcseg.models import build_model  # noqa: E402
 from pcseg.models.minkunet import LAYERS, PLANES  # noqa: E402
 from pcseg.sparse import SparseTensor, voxelize  # noqa: E402
 
-CONVERT = runpy.run_path(str(REPO / "tools" / "convert_checkpoint.py"))["main"]
 ARCHITECTURES = {"Res16UNet34C": (34, "C", 3), "Res16UNet14A": (14, "A", 3), "MinkUNet34C": (34, "C", 5),
                  "MinkUNet18A": (18, "A", 5)}
 
@@ -132,7 +131,7 @@ def parity(name: str, voxels: int, seed: int) -> dict:
     with tempfile.TemporaryDirectory() as tmp:
         source, target = Path(tmp) / "me.pth", Path(tmp) / "pcseg.pth"
         torch.save({"state_dict": me_net.state_dict(), "epoch": 1}, source)
-        CONVERT(["--input", str(source), "--model", name, "--out", str(target)])
+        convert_checkpoint(["--input", str(source), "--model", name, "--out", str(target)])
         pc_net = build_model({"name": name, "in_channels": 3, "num_classes": 20, "D": 3}).eval()
         pc_net.load_state_dict(load_checkpoint(target)["model"])
     with torch.no_grad():

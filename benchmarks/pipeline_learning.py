@@ -18,9 +18,9 @@ from pathlib import Path
 import torch
 
 REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO / "tools"))
+sys.path.insert(0, str(REPO))
 
-from demo import CONFIG, ensure_budget, ensure_data  # noqa: E402
+from pcseg.cli.demo import CONFIG, ensure_budget, ensure_data  # noqa: E402
 from pcseg.engine.build import build_dataset, build_trainer, setup_runtime  # noqa: E402
 from pcseg.engine.config import load_config  # noqa: E402
 from pcseg.engine.loader import make_loader  # noqa: E402

@@ -21,8 +21,9 @@ from pcseg.models import build_model
 
 REPO = Path(__file__).resolve().parents[1]
 # configs/ovs/ holds 3D-OVS field-fitting settings (pcseg.methods.ovs.pipeline.OVSConfig), not training
-# configs; tests/tools/test_ovs_cli.py loads those.
-CONFIGS = sorted(p for p in (REPO / "configs").rglob("*.yaml") if p.relative_to(REPO / "configs").parts[0] != "ovs")
+# configs; tests/tools/test_ovs_cli.py loads those. configs/presets/ holds values the configs reference.
+CONFIGS = sorted(p for p in (REPO / "configs").rglob("*.yaml")
+                 if p.relative_to(REPO / "configs").parts[0] not in ("ovs", "presets"))
 MAKE_BUDGET = re.compile(r"^#\s*(python tools/make_budget\.py .*)$", re.MULTILINE)
 
 # The benchmarks' facts: ScanNet v2's 20-class benchmark on RGB, S3DIS's 13 classes on RGB, SemanticKITTI's

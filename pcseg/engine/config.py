@@ -3,28 +3,39 @@
 A config file is a mapping with the sections of :class:`Config`::
 
     _base_: ../base.yaml          # optional; a path (or list of paths) relative to this file
-    data:  {name: S3DIS, kwargs: {root: data/s3dis}, batch_size: 4}
+    data:  {name: S3DIS, kwargs: {root: data/s3dis}, batch_size: 4,
+            train: {split: train, transforms: [{_preset_: ../presets/indoor_augmentation.yaml},
+                                               {name: CropPoints, max_points: 400000}]}}
     model: {name: MinkUNet14A, in_channels: 3, num_classes: 13, D: 3}   # passed to build_model
     method: {name: Supervised}                                          # passed to METHODS.build
     train: {epochs: 100, lr: 0.01}
     eval:  {period: 5}
+    active: {rounds: 5, total_budget: 0.0007, strategy: hpal}          # optional: active-learning rounds
     seed: 0
 
 Bases are merged first (mappings merge key by key, everything else is replaced), then the file,
 then command-line overrides ``train.epochs=3 data.budget=work/budget``, each parsed by the type of
 the field it sets. Unknown keys and wrongly typed values raise :class:`ConfigError` naming the
-source and the field, e.g. ``configs/x.yaml: train.lrr unknown; known: amp, betas, …``.
+source and the field, e.g. ``configs/x.yaml: train.lrr unknown; known: amp, betas, …``; the source
+is the file that set the key (a ``_base_`` file, or ``command line``), for missing keys the file loaded.
+
+Presets reuse a value without copying it, lists included (which a ``_base_`` cannot merge): a
+mapping ``{_preset_: <path relative to this file>}`` is replaced by the content of that YAML file;
+as an item of a list whose preset is a list, the preset's items are spliced in its place; keys
+beside ``_preset_`` are merged over a mapping preset. Presets may reference presets.
 
 ``model``, ``method`` and the ``kwargs`` of ``data`` are free-form mappings: the callee checks
 them (``build_model`` / the registries name unknown keys; :mod:`pcseg.engine.build` turns those
 into :class:`ConfigKeyError` naming the dotted key). After loading everything is read-only:
 mappings are ``MappingProxyType`` and lists are tuples; :func:`thaw` gives plain copies.
 
-:func:`check_resume_config` compares a run's saved ``config.yaml`` with the config it resumes with.
+:func:`check_resume_config` compares a run's saved ``config.yaml`` (:func:`save_config`) with the
+config it resumes with; :func:`work_dir_of` picks a run's work directory.
 """
 from __future__ import annotations
 
 import dataclasses
+import os
 import types
 import typing
 from dataclasses import dataclass, field
@@ -33,11 +44,15 @@ from typing import Any, Literal, Mapping, Optional, Sequence, Union
 
 import yaml
 
+from pcseg.utils.atomic import atomic_path
 from pcseg.utils.errors import InputError
 from pcseg.utils.yaml_io import load_yaml_file
 
 __all__ = ["Config", "ConfigError", "ConfigKeyError", "DataConfig", "SplitConfig", "TrainConfig", "EvalConfig",
-           "load_config", "config_from_dict", "config_to_dict", "thaw", "config_diff", "check_resume_config"]
+           "ActiveConfig", "PRESET_KEY", "load_config", "config_from_dict", "config_to_dict", "thaw", "config_diff",
+           "check_resume_config", "save_config", "default_work_dir", "work_dir_of"]
+
+PRESET_KEY = "_preset_"
 
 
 class ConfigError(InputError):
@@ -96,6 +111,7 @@ class TrainConfig:
     amp: Literal["none", "bf16", "fp16"] = "none"  # fp16 only on cuda (with a GradScaler)
     log_period: int = 10                        # iterations between log records
     checkpoint_period: int = 0                  # iterations between mid-epoch checkpoints; 0 = epoch ends only
+    hooks: tuple[Mapping[str, Any], ...] = ()   # [{name: StepTimer}, {name: Profiler, ...}]: pcseg.engine.hooks.HOOKS
 
 
 @dataclass(frozen=True)
@@ -103,6 +119,24 @@ class EvalConfig:
     """Validation during training."""
 
     period: int = 1                             # epochs between evaluations; 0 = never
+
+
+@dataclass(frozen=True)
+class ActiveConfig:
+    """An active-learning protocol (:mod:`pcseg.methods.hpal.rounds`): train, select, label, repeat.
+
+    Round 0 labels ``initial_fraction`` of the final budget at random; each later round adds an equal
+    share chosen by ``strategy`` until ``total_budget`` (a fraction of all raw training points) is
+    labelled after round ``rounds - 1``. ``selection``: the strategy's settings (HPAL: grids, weights,
+    radius, max_cosine, candidate_factor), checked by the method.
+    """
+
+    rounds: int
+    total_budget: float
+    initial_fraction: float = 0.2
+    strategy: str = "hpal"
+    warm_start: bool = False                    # rounds k > 0 start from round k-1's model_last.pth
+    selection: Mapping[str, Any] = field(default_factory=lambda: freeze({}))
 
 
 @dataclass(frozen=True)
@@ -114,6 +148,7 @@ class Config:
     method: Mapping[str, Any] = field(default_factory=lambda: freeze({"name": "Supervised"}))
     train: TrainConfig = TrainConfig()
     eval: EvalConfig = EvalConfig()
+    active: Optional[ActiveConfig] = None       # only for active learning (pcseg-active-learn)
     work_dir: Optional[str] = None
     seed: int = 0
     device: Literal["cpu", "cuda"] = "cpu"
@@ -122,6 +157,32 @@ class Config:
 
 # ---------------------------------------------------------------------------------------------
 # type checking of plain values against dataclass field types
+
+
+@dataclass(frozen=True)
+class _Sources:
+    """Which file set each dotted key (``origins``); ``default`` for the others.
+
+    default None: messages start with the dotted key and are :class:`ConfigKeyError` (the caller does
+    not know the file; the tools' guard names it).
+    """
+
+    default: Optional[str]
+    origins: Mapping[str, str] = field(default_factory=dict)
+
+    def at(self, where: str) -> Optional[str]:
+        """The file of ``where`` or of its closest enclosing key (``a.b[2]`` → ``a.b`` → ``a``)."""
+        key = where
+        while key:
+            if key in self.origins:
+                return self.origins[key]
+            key = key[:key.rindex("[")] if key.endswith("]") else key.rpartition(".")[0]
+        return self.default
+
+    def error(self, where: str, detail: str, missing: bool = False) -> ConfigError:
+        """``<file of where>: <where><detail>``; ``missing``: a key no file set, named against ``default``."""
+        source = self.default if missing else self.at(where)
+        return ConfigKeyError(f"{where}{detail}") if source is None else ConfigError(f"{source}: {where}{detail}")
 
 
 def _type_name(tp: Any) -> str:
@@ -139,7 +200,7 @@ def _type_name(tp: Any) -> str:
     return getattr(tp, "__name__", str(tp))
 
 
-def _convert(value: Any, tp: Any, where: str, source: str) -> Any:
+def _convert(value: Any, tp: Any, where: str, source: _Sources) -> Any:
     """Check ``value`` (plain YAML data) against ``tp`` and return it frozen and converted.
 
     ints and numeric strings (``1e-3``) are accepted for float fields, lists for tuple fields.
@@ -148,7 +209,7 @@ def _convert(value: Any, tp: Any, where: str, source: str) -> Any:
     origin, args = typing.get_origin(tp), typing.get_args(tp)
 
     def fail() -> ConfigError:
-        return ConfigError(f"{source}: {where}: expected {_type_name(tp)}, got {type(value).__name__} {value!r}")
+        return source.error(where, f": expected {_type_name(tp)}, got {type(value).__name__} {value!r}")
 
     if dataclasses.is_dataclass(tp):
         if not isinstance(value, Mapping):
@@ -161,6 +222,9 @@ def _convert(value: Any, tp: Any, where: str, source: str) -> Any:
     if origin in (Union, types.UnionType):
         if value is None and type(None) in args:
             return None
+        sections = [a for a in args if dataclasses.is_dataclass(a)]
+        if sections == [a for a in args if a is not type(None)] and len(sections) == 1 and isinstance(value, Mapping):
+            return _convert(value, sections[0], where, source)  # an optional section: its own messages
         for arg in args:
             if arg is type(None):
                 continue
@@ -190,7 +254,7 @@ def _convert(value: Any, tp: Any, where: str, source: str) -> Any:
         if len(args) == 2 and args[1] is Ellipsis:
             return tuple(_convert(v, args[0], f"{where}[{i}]", source) for i, v in enumerate(value))
         if len(value) != len(args):
-            raise ConfigError(f"{source}: {where}: expected {len(args)} values, got {len(value)}: {value!r}")
+            raise source.error(where, f": expected {len(args)} values, got {len(value)}: {value!r}")
         return tuple(_convert(v, a, f"{where}[{i}]", source) for i, (v, a) in enumerate(zip(value, args)))
     if origin in (Mapping, dict, typing.get_origin(Mapping[str, Any])):
         if not isinstance(value, Mapping):
@@ -199,17 +263,17 @@ def _convert(value: Any, tp: Any, where: str, source: str) -> Any:
     raise TypeError(f"config schema: unsupported field type {tp!r} at {where}")
 
 
-def _build_dataclass(cls: type, raw: Mapping[str, Any], where: str, source: str) -> Any:
+def _build_dataclass(cls: type, raw: Mapping[str, Any], where: str, source: _Sources) -> Any:
     hints = typing.get_type_hints(cls)
     fields = {f.name: f for f in dataclasses.fields(cls)}
     prefix = f"{where}." if where else ""
     unknown = [k for k in raw if k not in fields]
     if unknown:
-        raise ConfigError(f"{source}: {prefix}{unknown[0]} unknown; known: {', '.join(sorted(fields))}")
+        raise source.error(prefix + unknown[0], f" unknown; known: {', '.join(sorted(fields))}")
     missing = [name for name, f in fields.items() if name not in raw
                and f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING]
     if missing:
-        raise ConfigError(f"{source}: {prefix}{missing[0]} missing (required)")
+        raise source.error(prefix + missing[0], " missing (required)", missing=True)
     values = {}
     for key, value in raw.items():
         default = fields[key].default
@@ -254,8 +318,73 @@ def _merge(base: dict[str, Any], update: Mapping[str, Any]) -> dict[str, Any]:
     return out
 
 
-def _read_yaml(path: Path, chain: tuple[Path, ...] = ()) -> dict[str, Any]:
-    """Read ``path`` with its ``_base_`` files merged underneath."""
+def _key_origins(raw: Mapping[str, Any], source: str, prefix: str = "") -> dict[str, str]:
+    """Dotted key → ``source`` for every key of ``raw``, nested mappings included."""
+    out = {}
+    for key, value in raw.items():
+        out[prefix + key] = source
+        if isinstance(value, Mapping):
+            out.update(_key_origins(value, source, f"{prefix}{key}."))
+    return out
+
+
+def _present(raw: Mapping[str, Any], dotted: str) -> bool:
+    """Whether the dotted key exists in ``raw`` (through nested mappings)."""
+    node: Any = raw
+    for key in dotted.split("."):
+        if not isinstance(node, Mapping) or key not in node:
+            return False
+        node = node[key]
+    return True
+
+
+def _preset(ref: Mapping[str, Any], shown: str, where: str, chain: tuple[Path, ...]) -> Any:
+    """The content of the ``{_preset_: file, …}`` mapping ``ref`` found at ``where`` in the file ``shown``."""
+    target = ref[PRESET_KEY]
+    here = f"{shown}: {where + '.' if where else ''}{PRESET_KEY}"
+    if not isinstance(target, str):
+        raise ConfigError(f"{here}: expected a YAML file path relative to this file, got "
+                          f"{type(target).__name__} {target!r}")
+    path = (chain[-1].parent / target).resolve()
+    if path in chain:
+        raise ConfigError(f"{here}: preset cycle: {' -> '.join(str(p) for p in chain + (path,))}")
+    if not path.is_file():
+        raise ConfigError(f"{here}: file {path} not found")
+    preset_shown = os.path.normpath(os.path.join(os.path.dirname(shown), target))
+    content = _resolve_presets(load_yaml_file(path), preset_shown, "", chain + (path,))
+    rest = {k: v for k, v in ref.items() if k != PRESET_KEY}
+    if not rest:
+        return content
+    if not isinstance(content, dict):
+        raise ConfigError(f"{here}: keys beside it ({', '.join(rest)}) are merged over a mapping preset, but "
+                          f"{preset_shown} holds a {type(content).__name__}")
+    return _merge(content, _resolve_presets(rest, shown, where, chain))
+
+
+def _resolve_presets(value: Any, shown: str, where: str, chain: tuple[Path, ...]) -> Any:
+    """``value`` (read from the file ``chain[-1]``, shown as ``shown``) with its presets expanded.
+
+    A list item whose preset is a list is replaced by the preset's items.
+    """
+    if isinstance(value, dict):
+        if PRESET_KEY in value:
+            return _preset(value, shown, where, chain)
+        return {k: _resolve_presets(v, shown, f"{where}.{k}" if where else str(k), chain) for k, v in value.items()}
+    if isinstance(value, list):
+        out: list[Any] = []
+        for i, item in enumerate(value):
+            expanded = _resolve_presets(item, shown, f"{where}[{i}]", chain)
+            if isinstance(item, dict) and PRESET_KEY in item and isinstance(expanded, list):
+                out.extend(expanded)
+            else:
+                out.append(expanded)
+        return out
+    return value
+
+
+def _read_yaml(path: Path, shown: str, chain: tuple[Path, ...] = ()) -> tuple[dict[str, Any], dict[str, str]]:
+    """Read ``path`` (named ``shown`` in messages) with its presets expanded and its ``_base_`` files
+    merged underneath; returns the data and which file set each dotted key."""
     path = path.resolve()
     if path in chain:
         raise ConfigError(f"{path}: _base_ cycle: {' -> '.join(str(p) for p in chain + (path,))}")
@@ -263,18 +392,28 @@ def _read_yaml(path: Path, chain: tuple[Path, ...] = ()) -> dict[str, Any]:
         raise ConfigError(f"{chain[-1] if chain else 'config'}: file {path} not found")
     raw = load_yaml_file(path) or {}  # duplicate keys refused, BOM stripped
     if not isinstance(raw, dict):
-        raise ConfigError(f"{path}: expected a mapping at the top level, got {type(raw).__name__}")
+        raise ConfigError(f"{shown}: expected a mapping at the top level, got {type(raw).__name__}")
     bases = raw.pop("_base_", [])
+    raw = _resolve_presets(raw, shown, "", (path,))
     merged: dict[str, Any] = {}
+    origins: dict[str, str] = {}
     for base in [bases] if isinstance(bases, str) else bases:
-        merged = _merge(merged, _read_yaml(path.parent / base, chain + (path,)))
-    return _merge(merged, raw)
+        data, their = _read_yaml(path.parent / base, os.path.normpath(os.path.join(os.path.dirname(shown), base)),
+                                 chain + (path,))
+        merged = _merge(merged, data)
+        origins.update(their)
+    merged = _merge(merged, raw)
+    origins.update(_key_origins(raw, shown))
+    return merged, {key: source for key, source in origins.items() if _present(merged, key)}
 
 
 def _field_type(cls: type, keys: Sequence[str], source: str) -> Any:
     """Type of the field at the dotted path ``keys`` (Any inside free-form mappings)."""
     tp: Any = cls
     for i, key in enumerate(keys):
+        if typing.get_origin(tp) in (Union, types.UnionType):  # an optional section (``active``)
+            options = [a for a in typing.get_args(tp) if a is not type(None)]
+            tp = options[0] if len(options) == 1 and dataclasses.is_dataclass(options[0]) else tp
         if dataclasses.is_dataclass(tp):
             hints = typing.get_type_hints(tp)
             if key not in hints:
@@ -300,8 +439,8 @@ def _parse_override_value(text: str, tp: Any) -> Any:
     return yaml.safe_load(text)
 
 
-def _apply_override(raw: dict[str, Any], item: str, schema: type = Config) -> dict[str, Any]:
-    """``raw`` with ``section.key=value`` merged in (a mapping value merges like a YAML file would)."""
+def _override(item: str, schema: type = Config) -> dict[str, Any]:
+    """``section.key=value`` as the nested mapping it merges into the config data (like a YAML file)."""
     if "=" not in item:
         raise ConfigError(f"command line: override {item!r} must look like section.key=value")
     key, text = item.split("=", 1)
@@ -309,21 +448,29 @@ def _apply_override(raw: dict[str, Any], item: str, schema: type = Config) -> di
     tp = _field_type(schema, keys, "command line")
     value = _parse_override_value(text, tp)
     if tp is not Any:
-        _convert(value, tp, key, "command line")  # fail here, naming the command line
+        _convert(value, tp, key, _Sources("command line"))  # fail here, naming the command line
     update: Any = value
     for k in reversed(keys):
         update = {k: update}
-    return _merge(raw, update)
+    return update
 
 
-def config_from_dict(raw: Mapping[str, Any], source: str = "config", schema: type = Config) -> Any:
+def config_from_dict(raw: Mapping[str, Any], source: Optional[str] = "config", schema: type = Config, *,
+                     where: str = "", origins: Optional[Mapping[str, str]] = None) -> Any:
     """Validate plain data (as read from YAML) into a :class:`Config` (or another frozen dataclass
-    ``schema`` checked by the same rules, e.g. a tool's own settings); ``source`` prefixes errors."""
-    cfg = _build_dataclass(schema, raw, "", source)
+    ``schema`` checked by the same rules, e.g. a tool's or a method's own settings).
+
+    source: prefixes errors (None: :class:`ConfigKeyError` starting with the dotted key); where: the
+    dotted key of ``raw`` inside a larger config (``active.selection``); origins: dotted key → the file
+    that set it, named instead of ``source`` for that key.
+    """
+    sources = _Sources(source, origins or {})
+    cfg = _build_dataclass(schema, raw, where, sources)
     if isinstance(cfg, Config):
         for section in ("model", "method"):  # free-form, but built by name from a registry
             if "name" not in getattr(cfg, section):
-                raise ConfigError(f"{source}: {section}.name missing (required: the registered {section} to build)")
+                raise sources.error(f"{section}.name", f" missing (required: the registered {section} to build)",
+                                    missing=True)
     return cfg
 
 
@@ -331,17 +478,25 @@ def load_config(path: str | Path, overrides: Sequence[str] = (), schema: type = 
     """Read a YAML config (with its ``_base_`` chain) and apply ``key=value`` overrides.
 
     ``schema`` is the dataclass to validate into (default :class:`Config`).
-    Raises ConfigError naming the file (or ``command line``) and the dotted field.
+    Raises ConfigError naming the file that set the field (or ``command line``) and the dotted field.
     """
-    raw = _read_yaml(Path(path))
+    raw, origins = _read_yaml(Path(path), str(path))
     for item in overrides:
-        raw = _apply_override(raw, item, schema)
-    return config_from_dict(raw, str(path), schema)
+        update = _override(item, schema)
+        raw = _merge(raw, update)
+        origins.update(_key_origins(update, "command line"))
+    return config_from_dict(raw, str(path), schema, origins=origins)
 
 
 def config_to_dict(cfg: Config) -> dict[str, Any]:
     """Plain-data form of ``cfg`` (YAML-dumpable; ``config_from_dict`` reads it back)."""
     return thaw(cfg)
+
+
+def save_config(cfg: Config, path: str | Path) -> None:
+    """Write ``cfg`` as YAML at ``path`` (the :func:`config_to_dict` form, key order kept), atomically."""
+    with atomic_path(path) as tmp:
+        tmp.write_text(yaml.safe_dump(config_to_dict(cfg), sort_keys=False), encoding="utf-8")
 
 
 _ABSENT = "<absent>"
@@ -379,3 +534,16 @@ def check_resume_config(saved: str | Path, cfg: Config, allowed: Sequence[str] =
         raise ConfigError(f"{saved}: --resume with a changed config ({listing}); resume with the saved config, "
                           f"or pass --allow-changed {','.join(refused)} to accept the change")
     return changed
+
+
+def default_work_dir(config: str | Path) -> Path:
+    """``work_dirs/<path under configs/ without .yaml>``, or ``work_dirs/<file stem>`` elsewhere."""
+    parts = Path(config).with_suffix("").parts
+    if "configs" in parts:
+        return Path("work_dirs", *parts[parts.index("configs") + 1:])
+    return Path("work_dirs", parts[-1])
+
+
+def work_dir_of(config: str | Path, cfg: Config, given: Optional[str | Path] = None) -> Path:
+    """A run's work directory: ``given`` (``--work-dir``), else ``cfg.work_dir``, else :func:`default_work_dir`."""
+    return Path(given or cfg.work_dir or default_work_dir(config))

@@ -34,8 +34,8 @@ def _config(tmp: Path) -> Path:
 
 
 def _active_learn(config: Path, work: Path, rounds: int, *extra: str) -> None:
-    subprocess.run([sys.executable, str(REPO / "tools" / "active_learn.py"), "--config", str(config), "--rounds",
-                    str(rounds), "--total-budget", "0.02", "--work-dir", str(work), *extra],
+    subprocess.run([sys.executable, str(REPO / "tools" / "active_learn.py"), "--config", str(config),
+                    f"active.rounds={rounds}", "active.total_budget=0.02", "--work-dir", str(work), *extra],
                    env=ENV, capture_output=True, text=True, timeout=120, check=True)
 
 
@@ -50,8 +50,8 @@ def test_two_rounds_resumed_after_the_first(tmp_path):
 
     main = runpy.run_path(str(REPO / "tools" / "active_learn.py"))["main"]
     with pytest.raises(SystemExit, match="pass --resume"):
-        main(["--config", str(config), "--rounds", "2", "--total-budget", "0.02", "--work-dir", str(work)])
-    _active_learn(config, work, 2, "--resume", "--warm-start")
+        main(["--config", str(config), "active.rounds=2", "active.total_budget=0.02", "--work-dir", str(work)])
+    _active_learn(config, work, 2, "--resume", "active.warm_start=true")
     assert {p: (p.stat().st_mtime_ns, p.read_bytes()) for p in kept} == stamps  # round 0 reused, not redone
     log = (work / "round_1" / "train.log").read_text()
     assert f"model.init_from: loaded {first / 'model_last.pth'}; 0 tensors keep their fresh initialisation" in log
@@ -70,6 +70,54 @@ def test_two_rounds_resumed_after_the_first(tmp_path):
         budget = load_budget(work / f"round_{k}" / "budget")
         assert metrics["labelled_points"] == budget.manifest["counts"]["total"]["selected"]
 
-    with pytest.raises(SystemExit, match=r"round_0/budget/manifest.json: written by another schedule \(expected"):
-        main(["--config", str(config), "--rounds", "2", "--total-budget", "0.03", "--work-dir", str(work), "--resume",
-              "deterministic=false"])  # another budget in the same work dir; keeps this process's torch flags
+    with pytest.raises(SystemExit, match=r"round_0/select.stage.json: stage 'select' finished with other settings "
+                                         r"\(labelled_points: 64 -> 96; total_budget: 0.02 -> 0.03\); restore them"):
+        main(["--config", str(config), "active.rounds=2", "active.total_budget=0.03", "--work-dir", str(work),
+              "--resume", "deterministic=false"])  # another budget in the same work dir; keeps this process's flags
+
+
+@pytest.mark.parametrize("overrides, message", [
+    ([], "active: missing; active learning reads its rounds from an 'active:' section (rounds, total_budget, "),
+    (["active.rounds=1", "active.total_budget=0.02", "active.selection.radiuss=1"],
+     "active.selection.radiuss unknown; known: candidate_factor, grids, max_cosine, radius, weights"),
+    (["active.rounds=1", "active.total_budget=0.02", "active.selection.weights=[1.0]"],
+     "active.selection.weights: expected 4 values (the point level, then one per grid [0.1, 0.5, 1.0]), got 1"),
+    (["active.rounds=1", "active.total_budget=0.02", "active.strategy=best"],
+     "active.strategy: expected one of hpal, margin, random, got 'best'"),
+    (["active.rounds=0", "active.total_budget=0.02"], "active.rounds: expected an int >= 1, got 0"),
+    (["active.rounds=1", "active.total_budget=0.02", "data.budget=some/budget"],
+     "data.budget: is set (some/budget); active learning writes its own budget per round, remove it"),
+])
+def test_protocol_mistakes_end_with_one_error_line_naming_the_config(tmp_path, overrides, message, capsys):
+    config = _config(tmp_path)
+    main = runpy.run_path(str(REPO / "tools" / "active_learn.py"))["main"]
+    with pytest.raises(SystemExit) as err:
+        main(["--config", str(config), "--work-dir", str(tmp_path / "work"), *overrides])
+    assert str(err.value).startswith(f"error: {config}: {message}") and err.value.code == 2
+    assert not (tmp_path / "work").exists()
+
+
+def test_selection_settings_reach_the_selection(tmp_path):
+    """active.selection is what the rounds select with: HPAL with the point level only and no suppression
+    picks exactly what plain margin sampling picks, and a top-M too small for the count fails."""
+    torch = pytest.importorskip("torch")
+    from pcseg.engine.config import load_config
+    from pcseg.methods.hpal import SelectionSettings
+    from pcseg.methods.hpal.rounds import prediction_dataset, select_next, selection_settings
+    from pcseg.models import build_model
+
+    cfg = load_config(_config(tmp_path), ["active.rounds=2", "active.total_budget=0.02",
+                                          "active.selection={grids: [], weights: [1.0], max_cosine: 2.0}"])
+    settings = selection_settings(cfg)
+    assert settings == SelectionSettings(grids=(), weights=(1.0,), max_cosine=2.0)
+    dataset = prediction_dataset(cfg)
+    torch.manual_seed(0)
+    model = build_model({"name": "MinkUNet14A", "in_channels": 3, "num_classes": 13, "D": 3})
+    cpu = torch.device("cpu")
+    margin = select_next(dataset, None, model, 40, "margin", 0, cpu)
+    flat = select_next(dataset, None, model, 40, "hpal", 0, cpu, settings)
+    assert flat.keys() == margin.keys() and all(np.array_equal(flat[s], margin[s]) for s in margin)
+    hierarchical = select_next(dataset, None, model, 40, "hpal", 0, cpu, SelectionSettings())
+    assert any(not np.array_equal(hierarchical[s], margin[s]) for s in margin)
+    with pytest.raises(ValueError, match="raise candidate_factor"):
+        select_next(dataset, None, model, 40, "hpal", 0, cpu, SelectionSettings(candidate_factor=0.01))

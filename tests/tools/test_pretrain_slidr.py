@@ -1,6 +1,7 @@
 """tools/pretrain_slidr.py on two tiny unlabelled KITTI frames, then tools/train.py with model.init_from."""
 import json
 import os
+import runpy
 import shutil
 import subprocess
 import sys
@@ -71,6 +72,18 @@ def test_pretrain_then_init_from(tmp_path):
     backbone = load_checkpoint(work / "backbone.pth")["model"]
     assert set(backbone) == {k for k in last["model"] if not k.startswith("head.")}
     assert all(torch.equal(v, last["model"][k]) for k, v in backbone.items())
+
+    # the stages on disk: reused with --resume, refused without it or with other settings (nothing rewritten)
+    kept = {p: p.read_bytes() for p in (work / "log.jsonl", work / "model_last.pth", work / "backbone.pth")}
+    main = runpy.run_path(str(REPO / "tools" / "pretrain_slidr.py"))["main"]
+    args = ["--config", str(tmp_path / "pretrain.yaml"), "--work-dir", str(work)]
+    assert main([*args, "--resume"]) == work / "backbone.pth"
+    with pytest.raises(SystemExit, match=r"pre: holds a started pre-training \(.*pretrain.stage.json\); pass --resume"):
+        main(args)
+    with pytest.raises(SystemExit, match=r"pretrain.stage.json: stage 'pretrain' finished with other settings "
+                                         r"\(config.train.lr: 0.01 -> 0.02\); restore them"):
+        main([*args, "--resume", "train.lr=0.02"])
+    assert {p: p.read_bytes() for p in kept} == kept
 
     cfg = config_from_dict({**finetune, "model": {**MODEL, "init_from": str(work / "backbone.pth")}})
     trainer = build_trainer(cfg, build_method(cfg.method), setup_runtime(cfg), tmp_path / "fine")

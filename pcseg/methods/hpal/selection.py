@@ -39,11 +39,27 @@ from pcseg.engine.hooks import sparse_input
 from .suppression import MAX_COSINE, RADIUS, suppress
 from .uncertainty import GRIDS, WEIGHTS, hierarchical_uncertainty, margin
 
-__all__ = ["STRATEGIES", "CANDIDATE_FACTOR", "ScenePool", "cumulative_targets", "annotatable", "random_selection",
-           "scene_pool", "merge_pools", "predict_scene", "predict_raw_scene", "model_selection"]
+__all__ = ["STRATEGIES", "CANDIDATE_FACTOR", "SelectionSettings", "ScenePool", "cumulative_targets", "annotatable",
+           "random_selection", "scene_pool", "merge_pools", "predict_scene", "predict_raw_scene", "model_selection"]
 
 STRATEGIES = ("hpal", "margin", "random")
 CANDIDATE_FACTOR = 10.0  # M = 10 x the round's count, shared among scenes by size
+
+
+@dataclass(frozen=True)
+class SelectionSettings:
+    """The knobs of :func:`model_selection` (a config's ``active.selection``), HPAL's values by default.
+
+    grids: cell edges (m) of the region levels; weights: one per level, the point level first
+    (``len(grids) + 1``); radius (m) and max_cosine: the feature-distance suppression;
+    candidate_factor: the per-scene top-M, in multiples of the round's count.
+    """
+
+    grids: tuple[float, ...] = GRIDS
+    weights: tuple[float, ...] = WEIGHTS
+    radius: float = RADIUS
+    max_cosine: float = MAX_COSINE
+    candidate_factor: float = CANDIDATE_FACTOR
 
 
 def cumulative_targets(total_points: int, total_budget: float, rounds: int, initial_fraction: float = 0.2) -> list[int]:
@@ -190,7 +206,8 @@ def predict_raw_scene(model: nn.Module, dataset: Any, index: int, num_points: in
 
 def model_selection(model: nn.Module, dataset: Any, labelled: Mapping[str, np.ndarray], scene_points: Mapping[str, int],
                     count: int, strategy: str, device: torch.device, *, candidate_factor: float = CANDIDATE_FACTOR,
-                    radius: float = RADIUS, max_cosine: float = MAX_COSINE, require_label: bool = True,
+                    radius: float = RADIUS, max_cosine: float = MAX_COSINE, grids: Sequence[float] = GRIDS,
+                    weights: Sequence[float] = WEIGHTS, require_label: bool = True,
                     predicted: Optional[dict[str, np.ndarray]] = None) -> dict[str, np.ndarray]:
     """``count`` new points over the scenes of ``dataset`` chosen by ``strategy`` (``"hpal"`` / ``"margin"``).
 
@@ -198,6 +215,7 @@ def model_selection(model: nn.Module, dataset: Any, labelled: Mapping[str, np.nd
     every raw point in order (e.g. only ``NormalizeColor``); its samples' ``points`` are read as metres.
     labelled: scene → (K,) int64 already labelled raw indices (never chosen again).
     scene_points: scene → raw point count, for the per-scene top-M. require_label: see :func:`annotatable`.
+    candidate_factor, radius, max_cosine, grids, weights: see :class:`SelectionSettings`.
     predicted: if given, filled with scene → (K_s,) int64 the model's class of each returned point (so
     a caller showing suggestions need not predict the scenes again).
     Returns scene → (K_s,) int64 sorted new indices, ΣK_s = count.
@@ -215,7 +233,8 @@ def model_selection(model: nn.Module, dataset: Any, labelled: Mapping[str, np.nd
                                     dataset.ignore_index, require_label=require_label)
             m = math.ceil(candidate_factor * count * n / total)
             pools.append(scene_pool(scene, sample["points"].to(device), probs, voxel_feats, inverse,
-                                    torch.from_numpy(available).to(device), m, strategy, radius, max_cosine))
+                                    torch.from_numpy(available).to(device), m, strategy, radius, max_cosine, grids,
+                                    weights))
             if predicted is not None:
                 candidates = np.sort(np.concatenate([pools[-1].chosen, pools[-1].spare]))
                 classes = probs.argmax(dim=1)[torch.from_numpy(candidates).to(device)]
