@@ -11,16 +11,26 @@ overflow raises :class:`CoordinateOverflowError`; keys never wrap silently.
 
 Because the packing is linear per field, ``key(c + o) == key(c) + offset_key(o)`` whenever
 ``c + o`` stays inside the representable range, which :func:`check_range` guarantees for a margin.
+Coordinates are stored as int32, so a range is also capped at the int32 range (only D=1 keys
+would hold more).
+
+Under ``torch.export`` / ``torch.compile`` (:func:`tracing`) the checks cannot branch on tensor
+values: :func:`check_range` then records a runtime assertion in the graph instead
+(``torch._assert_async`` on the coordinate extremes), which an exported program or AOTInductor package
+evaluates on every call. ONNX has no assertion op, so an ONNX graph does not check.
 """
 from __future__ import annotations
+
+import math
 
 import torch
 from torch import Tensor
 
 __all__ = ["BATCH_BITS", "CoordinateOverflowError", "axis_bits", "coord_range", "check_range",
-           "pack_keys", "unpack_keys", "offset_keys"]
+           "pack_keys", "unpack_keys", "offset_keys", "tracing"]
 
 BATCH_BITS = 10
+_INT32 = (-(1 << 31), (1 << 31) - 1)
 
 
 class CoordinateOverflowError(ValueError):
@@ -38,34 +48,64 @@ def axis_bits(dim: int) -> int:
 
 
 def coord_range(dim: int) -> tuple[int, int]:
-    """Inclusive ``(low, high)`` range of a spatial coordinate for ``dim`` dimensions."""
+    """Inclusive ``(low, high)`` range of a spatial coordinate for ``dim`` dimensions.
+
+    The key's field ``[-2^(bits-1), 2^(bits-1) - 1]``, capped at the int32 range of stored coords.
+    """
     bias = 1 << (axis_bits(dim) - 1)
-    return -bias, bias - 1
+    return max(-bias, _INT32[0]), min(bias - 1, _INT32[1])
+
+
+def tracing() -> bool:
+    """True while ``torch.export`` or ``torch.compile`` traces: no Python branching on tensor values."""
+    return torch.compiler.is_compiling()
+
+
+def _fmt(value: float) -> str:
+    """A coordinate extreme for a message: integral values without a decimal point."""
+    return str(int(value)) if math.isfinite(value) else str(value)
 
 
 def check_range(coords: Tensor, margin: int = 0) -> None:
     """Raise :class:`CoordinateOverflowError` unless ``coords`` fit the key with ``margin`` spare.
 
-    coords: (N, 1+D) integer, batch index first. ``margin`` is the largest absolute offset that
-    will be added to a coordinate (e.g. ``dilation * stride * (kernel_size // 2)``).
+    coords: (N, 1+D) integer (or integral floating-point values, checked before a cast), batch
+    index first. ``margin`` is the largest absolute offset that will be added to a coordinate
+    (e.g. ``dilation * stride * (kernel_size // 2)``). While tracing, a runtime assertion instead.
     """
     if coords.ndim != 2 or coords.shape[1] < 2:
         raise ValueError(f"coords must have shape (N, 1+D), got {tuple(coords.shape)}")
-    if coords.shape[0] == 0:
-        return
     dim = coords.shape[1] - 1
     low, high = coord_range(dim)
+    if tracing():
+        _assert_range(coords, low + margin, high - margin)
+        return
+    if coords.shape[0] == 0:
+        return
     cmin = coords.min(dim=0).values.tolist()
     cmax = coords.max(dim=0).values.tolist()
     if cmin[0] < 0 or cmax[0] >= (1 << BATCH_BITS):
         raise CoordinateOverflowError(
-            f"batch index must be in [0, {(1 << BATCH_BITS) - 1}], got [{cmin[0]}, {cmax[0]}]")
+            f"batch index must be in [0, {(1 << BATCH_BITS) - 1}], got [{_fmt(cmin[0])}, {_fmt(cmax[0])}]")
     for axis in range(1, dim + 1):
         if cmin[axis] - margin < low or cmax[axis] + margin > high:
             raise CoordinateOverflowError(
-                f"coordinate axis {axis - 1} spans [{cmin[axis]}, {cmax[axis]}] (plus kernel margin "
-                f"{margin}); a {dim}-D key holds [{low}, {high}] per axis. Use a larger voxel size "
+                f"coordinate axis {axis - 1} spans [{_fmt(cmin[axis])}, {_fmt(cmax[axis])}] (plus kernel "
+                f"margin {margin}); a {dim}-D key holds [{low}, {high}] per axis. Use a larger voxel size "
                 f"or crop the scene.")
+
+
+def _assert_range(coords: Tensor, low: int, high: int) -> None:
+    """Traced form of :func:`check_range`: one graph assertion that every site is in range.
+
+    A zero row is appended so that the extremes exist for N = 0 (zero is always in range).
+    """
+    padded = torch.cat([coords, coords.new_zeros((1, coords.shape[1]))])
+    cmin, cmax = padded.amin(dim=0), padded.amax(dim=0)
+    ok = (cmin[0] >= 0) & (cmax[0] < (1 << BATCH_BITS)) & (cmin[1:] >= low).all() & (cmax[1:] <= high).all()
+    torch._assert_async(ok, f"CoordinateOverflowError: coordinates outside the {coords.shape[1] - 1}-D key "
+                            f"range [{low}, {high}] (kernel margin included) or batch index outside "
+                            f"[0, {(1 << BATCH_BITS) - 1}]. Use a larger voxel size or crop the scene.")
 
 
 def pack_keys(coords: Tensor, check: bool = True) -> Tensor:

@@ -10,6 +10,11 @@ layers of one pass, so large CPU buffers are not faulted in anew by every layer.
 
 Everything here is plain torch and runs on CPU and CUDA tensors alike; an optional Triton kernel
 (:mod:`pcseg.sparse.kernels`, off by default) fuses the forward pass and both gradients.
+
+A traced kernel map (``torch.export`` / ``torch.compile``, :meth:`KernelMap.from_table`) has a fixed
+(N_out, K) neighbour table instead of pairs: the convolution is then ``Σ_k gather_k(feats) @ W[k]``
+through that table (missing neighbours read a zero row) and pooling reduces the gathered rows,
+plain differentiable ops that export, compile and ONNX express.
 """
 from __future__ import annotations
 
@@ -49,6 +54,36 @@ def _conv_forward(feats: Tensor, weight: Tensor, kmap: KernelMap) -> Tensor:
         if products.dtype != acc_dtype:
             products = ws.get("products_acc", num_pairs, c_out, acc_dtype, device).copy_(products)
         out.add_(kmap.reducer(acc_dtype) @ products)                              # deterministic segment sum
+    return out.to(feats.dtype)
+
+
+#: Gathered feature columns per matrix product of a traced convolution: offsets are grouped so that
+#: a group's (N_out, offsets × C_in) gather stays near this width, trading memory for fewer ops.
+TABLE_GATHER_WIDTH = 512
+
+
+def _conv_table(feats: Tensor, weight: Tensor, kmap: KernelMap) -> Tensor:
+    """Traced convolution: Σ_k padded[gather_index[:, k]] @ weight[k], in float32 or wider.
+
+    Offsets are taken in static groups of ``max(1, TABLE_GATHER_WIDTH // C_in)``: one gather of
+    (N_out, g, C_in) rows and one (N_out, g·C_in) @ (g·C_in, C_out) product per group. The identity
+    offset of a submanifold map multiplies the features directly.
+    feats (N_in, C_in), weight (K, C_in, C_out) → (N_out, C_out) in the dtype of ``feats``.
+    """
+    acc_dtype = torch.promote_types(feats.dtype, torch.float32)
+    c_in, c_out = weight.shape[1], weight.shape[2]
+    index = kmap.gather_index()
+    padded = torch.cat([feats, feats.new_zeros((1, c_in))])
+    group = max(1, TABLE_GATHER_WIDTH // c_in)
+    k_vol, identity = kmap.kernel_volume, kmap.identity
+    runs = [(0, identity), (identity + 1, k_vol)] if identity >= 0 else [(0, k_vol)]
+    out = (feats @ weight[identity]).to(acc_dtype) if identity >= 0 else None
+    for first, end in runs:
+        for start in range(first, end, group):
+            stop = min(start + group, end)
+            rows = padded[index[:, start:stop]].reshape(-1, (stop - start) * c_in)      # (N_out, g * C_in)
+            term = (rows @ weight[start:stop].reshape(-1, c_out)).to(acc_dtype)
+            out = term if out is None else out + term
     return out.to(feats.dtype)
 
 
@@ -108,27 +143,43 @@ def sparse_conv(feats: Tensor, weight: Tensor, kmap: KernelMap) -> Tensor:
                          f"got {tuple(weight.shape)}")
     if feats.shape[0] != kmap.n_in:
         raise ValueError(f"feats has {feats.shape[0]} rows but the kernel map expects {kmap.n_in} input sites")
+    conv = _SparseConvFunction.apply if kmap.has_pairs else _conv_table
     if torch.is_autocast_enabled(feats.device.type):
         dtype = torch.get_autocast_dtype(feats.device.type)
-        feats, weight = feats.to(dtype), weight.to(dtype)
-    elif weight.dtype != feats.dtype:
-        weight = weight.to(feats.dtype)
-    with torch.autocast(feats.device.type, enabled=False):
-        return _SparseConvFunction.apply(feats, weight, kmap)
+        with torch.autocast(feats.device.type, enabled=False):
+            return conv(feats.to(dtype), weight.to(dtype), kmap)
+    # no autocast region otherwise: torch.export wraps each one in a higher-order op, slow to trace
+    return conv(feats, weight.to(feats.dtype), kmap)
 
 
 def sparse_pool(feats: Tensor, kmap: KernelMap, mode: str) -> Tensor:
     """Max or average pooling over a kernel map: feats (N_in, C) → (N_out, C)."""
     if kmap.identity >= 0:
         raise ValueError("pooling needs a strided kernel map (stride > 1), got a submanifold map")
+    if mode not in ("max", "avg"):
+        raise ValueError(f"pooling mode must be 'max' or 'avg', got {mode!r}")
+    if not kmap.has_pairs:
+        return _pool_table(feats, kmap, mode)
     gathered = feats.index_select(0, kmap.in_idx)
     index = kmap.out_idx[:, None].expand_as(gathered)
     out = feats.new_zeros((kmap.n_out, feats.shape[1]))
     if mode == "max":
         return out.scatter_reduce(0, index, gathered, reduce="amax", include_self=False)
-    if mode == "avg":
-        return out.scatter_reduce(0, index, gathered, reduce="mean", include_self=False)
-    raise ValueError(f"pooling mode must be 'max' or 'avg', got {mode!r}")
+    return out.scatter_reduce(0, index, gathered, reduce="mean", include_self=False)
+
+
+def _pool_table(feats: Tensor, kmap: KernelMap, mode: str) -> Tensor:
+    """Traced pooling over the neighbour table: max or mean of the present rows, (N_out, C).
+
+    A site without inputs gets zeros, as on the pair path.
+    """
+    present = (kmap.neighbor_table() >= 0)[:, :, None]                      # (N_out, K, 1)
+    gathered = torch.cat([feats, feats.new_zeros((1, feats.shape[1]))])[kmap.gather_index()]
+    count = present.sum(dim=1)                                              # (N_out, 1)
+    if mode == "max":
+        pooled = gathered.masked_fill(~present, float("-inf")).amax(dim=1)
+        return torch.where(count > 0, pooled, 0.0)
+    return gathered.sum(dim=1) / count.clamp(min=1).to(feats.dtype)
 
 
 def global_pool(feats: Tensor, batch: Tensor, batch_size: int, mode: str) -> Tensor:

@@ -12,6 +12,7 @@ from typing import Callable, Sequence
 import torch
 from torch import Tensor, nn
 
+from .coords import tracing
 from .functional import global_pool, sparse_conv, sparse_pool
 from .tensor import SparseTensor, to_tuple
 
@@ -134,6 +135,12 @@ class SparseBatchNorm(SparseFeatureMap):
 
     def __init__(self, num_features: int, eps: float = 1e-5, momentum: float = 0.1):
         super().__init__(nn.BatchNorm1d(num_features, eps=eps, momentum=momentum))
+
+    def forward(self, x: SparseTensor) -> SparseTensor:
+        if self.training and tracing():
+            # BatchNorm's own "more than 1 value per channel" check cannot branch on a traced size
+            torch._check(x.feats.shape[0] > 1, lambda: "BatchNorm in training needs more than one site")
+        return super().forward(x)
 
 
 class SparseReLU(SparseFeatureMap):

@@ -7,8 +7,11 @@ import torch
 from torch import Tensor
 
 from .context import CoordinateContext, Stride
+from .coords import check_range
 
 __all__ = ["SparseTensor", "to_tuple"]
+
+_NARROW_INTS = (torch.int8, torch.uint8, torch.int16)   # cast to int32 exactly
 
 
 def to_tuple(value: int | Sequence[int], dim: int, name: str = "value") -> tuple[int, ...]:
@@ -25,7 +28,9 @@ class SparseTensor:
     """Features on the occupied sites of a D-dimensional integer grid.
 
     feats: (N, C) float. coords: (N, 1+D) int32, batch index first, then D integer coordinates in
-    units of the finest grid (multiples of ``stride`` per axis). stride: int or D-tuple.
+    units of the finest grid (multiples of ``stride`` per axis); wider integer coords are
+    range-checked (:class:`~pcseg.sparse.coords.CoordinateOverflowError`) and then cast to int32.
+    stride: int or D-tuple.
     context: the :class:`CoordinateContext` shared with related tensors (created when omitted).
 
     Operations return new tensors that share the context; ``.to()`` returns a copy.
@@ -43,6 +48,8 @@ class SparseTensor:
             raise ValueError(f"feats on {feats.device} but coords on {coords.device}")
         dim = coords.shape[1] - 1
         if coords.dtype != torch.int32:
+            if coords.dtype not in _NARROW_INTS:
+                check_range(coords)            # before the cast: int64 values must not wrap
             coords = coords.to(torch.int32)
         self.feats = feats
         self.coords = coords

@@ -1,14 +1,15 @@
 """Voxelization of points with the point→voxel inverse map."""
 from __future__ import annotations
 
-from typing import NamedTuple, Optional
+import math
+from typing import NamedTuple, Optional, Sequence
 
 import torch
 from torch import Tensor
 
-from .coords import pack_keys
+from .coords import check_range, pack_keys, tracing, unpack_keys
 
-__all__ = ["Voxelized", "voxelize", "unique_coords", "majority_vote"]
+__all__ = ["Voxelized", "voxelize", "unique_coords", "unique_keys", "majority_vote", "voxel_sizes"]
 
 
 class Voxelized(NamedTuple):
@@ -28,18 +29,53 @@ class Voxelized(NamedTuple):
     unique_index: Tensor
 
 
-def unique_coords(coords: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+def unique_keys(keys: Tensor) -> tuple[Tensor, Tensor]:
+    """Sorted unique values of (N,) int64 keys and the (N,) int64 inverse map.
+
+    A sort, a flag where the value changes and a cumulative sum: plain ops that ``torch.export``
+    traces (the output size is data-dependent) and that ONNX expresses (TopK, CumSum, NonZero).
+    A traced graph asserts at least one key (a program runs on a non-empty scene).
+    """
+    sorted_keys, order = torch.sort(keys)
+    # starts of runs; roll, not slices, so that a traced graph holds for any N >= 1
+    starts = (sorted_keys != sorted_keys.roll(1)) | (torch.arange(keys.shape[0], device=keys.device) == 0)
+    group = torch.cumsum(starts.to(torch.int64), 0) - 1
+    inverse = torch.empty_like(group).scatter_(0, order, group)
+    unique = sorted_keys[starts]
+    if tracing():
+        torch._check(unique.shape[0] >= 1, lambda: "a traced program needs at least one point")
+        torch._check(unique.shape[0] <= keys.shape[0])
+    return unique, inverse
+
+
+def unique_coords(coords: Tensor, check: bool = True) -> tuple[Tensor, Tensor, Tensor]:
     """Unique rows of integer coordinates.
 
     coords: (N, 1+D) integer, batch first. Returns ``(unique (M, 1+D) int32 sorted,
     inverse (N,) int64, first (M,) int64 index of the first occurrence of each unique row)``.
+    check: range-check the coords (skip only when the caller has checked them).
     """
-    keys = pack_keys(coords)
-    ukeys, inverse = torch.unique(keys, sorted=True, return_inverse=True)
+    keys = pack_keys(coords, check=check)
+    ukeys, inverse = unique_keys(keys)
     n = keys.shape[0]
     first = torch.full((ukeys.shape[0],), n, dtype=torch.int64, device=keys.device)
     first.scatter_reduce_(0, inverse, torch.arange(n, device=keys.device), reduce="amin")
-    return coords[first].to(torch.int32), inverse, first
+    return unpack_keys(ukeys, coords.shape[1] - 1), inverse, first
+
+
+def voxel_sizes(voxel_size: float | Sequence[float] | Tensor, dim: int) -> list[float]:
+    """The voxel size as 1 or D positive finite Python floats (validated before any cast)."""
+    if isinstance(voxel_size, Tensor):
+        values = voxel_size.detach().to("cpu", torch.float64).reshape(-1).tolist()
+    elif isinstance(voxel_size, (int, float)):
+        values = [float(voxel_size)]
+    else:
+        values = [float(v) for v in voxel_size]
+    if len(values) not in (1, dim):
+        raise ValueError(f"voxel_size must be a scalar or {dim} values (one per axis), got {voxel_size!r}")
+    if not all(math.isfinite(v) and v > 0 for v in values):
+        raise ValueError(f"voxel_size must be positive and finite, got {voxel_size!r}")
+    return values
 
 
 def majority_vote(labels: Tensor, inverse: Tensor, num_groups: int, ignore_index: int = -100) -> Tensor:
@@ -75,23 +111,32 @@ def voxelize(points: Tensor, voxel_size: float | Tensor, feats: Optional[Tensor]
     reduce: ``"mean"`` (average features of the points in a voxel) or ``"first"`` (features of
     the first point in input order). batch: optional (N,) int64 scene index; when given, voxels of
     different scenes never merge and the returned coords are (M, 1+D) with the batch index first.
+
+    The grid is computed in floating point (the points' dtype, float64 for integer points) and
+    range-checked before it is cast to integers, so nothing wraps. Traceable by ``torch.export``
+    when the voxel size is a Python number or sequence (the finiteness check becomes a graph
+    assertion, majority-vote labels stay eager-only).
     """
     if points.ndim != 2:
         raise ValueError(f"points must be (N, D), got shape {tuple(points.shape)}")
-    if not torch.isfinite(points).all():
-        raise ValueError("points contain NaN or inf; drop them before voxelizing")
     if reduce not in ("mean", "first"):
         raise ValueError(f"reduce must be 'mean' or 'first', got {reduce!r}")
     n = points.shape[0]
     for name, t in (("feats", feats), ("labels", labels), ("batch", batch)):
         if t is not None and t.shape[0] != n:
             raise ValueError(f"{name} has {t.shape[0]} rows, expected {n} (one per point)")
-    vs = torch.as_tensor(voxel_size, dtype=points.dtype, device=points.device)
-    if bool((vs <= 0).any()):
-        raise ValueError(f"voxel_size must be positive, got {voxel_size}")
-    grid = torch.floor(points / vs).to(torch.int64)
-    bcol = batch.to(torch.int64) if batch is not None else torch.zeros(n, dtype=torch.int64, device=points.device)
-    coords, inverse, first = unique_coords(torch.cat([bcol[:, None], grid], dim=1))
+    compute = points.dtype if points.dtype.is_floating_point else torch.float64
+    points = points.to(compute)
+    finite = torch.isfinite(points).all()
+    if tracing():
+        torch._assert_async(finite, "points contain NaN or inf; drop them before voxelizing")
+    elif not finite:
+        raise ValueError("points contain NaN or inf; drop them before voxelizing")
+    vs = torch.tensor(voxel_sizes(voxel_size, points.shape[1]), dtype=compute, device=points.device)
+    bcol = batch.to(compute) if batch is not None else points.new_zeros(n)
+    grid = torch.cat([bcol[:, None], torch.floor(points / vs)], dim=1)
+    check_range(grid)                                               # before the cast to integers
+    coords, inverse, first = unique_coords(grid.to(torch.int64), check=False)
     m = coords.shape[0]
     if batch is None:
         coords = coords[:, 1:].contiguous()
@@ -103,7 +148,7 @@ def voxelize(points: Tensor, voxel_size: float | Tensor, feats: Optional[Tensor]
         else:
             sums = torch.zeros((m, feats.shape[1]), dtype=feats.dtype, device=feats.device)
             sums.index_add_(0, inverse, feats)
-            counts = torch.bincount(inverse, minlength=m).to(feats.dtype)
+            counts = torch.zeros(m, dtype=feats.dtype, device=feats.device).index_add_(0, inverse, feats.new_ones(n))
             out_feats = sums / counts[:, None]
     out_labels = majority_vote(labels, inverse, m, ignore_index) if labels is not None else None
     return Voxelized(coords, out_feats, out_labels, inverse, first)

@@ -1,10 +1,12 @@
-"""Fixtures of the sparse-core tests: the fused Triton kernel, in Triton's interpreter without a GPU."""
+"""Fixtures of the sparse-core tests: the fused Triton kernel (in Triton's interpreter without a GPU) and
+the traced form of the kernel maps."""
 import importlib.util
 import os
 
 import pytest
 import torch
 
+from pcseg.sparse import kmap as kmap_module
 from pcseg.sparse.kernels import set_fused_conv
 
 
@@ -18,11 +20,20 @@ def triton_kernels():
         pytest.skip("no GPU and TRITON_INTERPRET is not 1")
 
 
-@pytest.fixture(params=["torch", "fused"])
+@pytest.fixture
+def table_maps(monkeypatch):
+    """Build kernel maps in their traced form (neighbour table, sort-merge look-up), run eagerly."""
+    monkeypatch.setattr(kmap_module, "tracing", lambda: True)
+
+
+@pytest.fixture(params=["torch", "fused", "table"])
 def conv_path(request):
-    """Run a test on the torch path and again with the fused kernel switched on."""
+    """Run a test on the torch pair path, with the fused kernel switched on, and on the traced
+    form of the kernel maps (the path of torch.export / torch.compile) run eagerly."""
     if request.param == "fused":
         request.getfixturevalue("triton_kernels")
         set_fused_conv(True)
+    elif request.param == "table":
+        request.getfixturevalue("table_maps")
     yield request.param
     set_fused_conv(None)

@@ -1,4 +1,5 @@
 """Pooling, global pooling, BatchNorm and concatenation against dense torch ops."""
+import pytest
 import torch
 import torch.nn.functional as F
 
@@ -13,6 +14,15 @@ def grid(seed=0, shape=(2, 3, 8, 6, 10), density=0.3):
     return x, mask
 
 
+@pytest.fixture(params=["pairs", "table"])
+def map_form(request):
+    """Pool on eager pair maps and on the traced (neighbour table) form of the maps."""
+    if request.param == "table":
+        request.getfixturevalue("table_maps")
+    return request.param
+
+
+@pytest.mark.usefixtures("map_form")
 def test_max_pool_equals_dense_max_over_active_sites():
     x, mask = grid()
     s = SparseTensor.from_dense(x, mask)
@@ -23,6 +33,7 @@ def test_max_pool_equals_dense_max_over_active_sites():
     torch.testing.assert_close(got.movedim(1, -1)[sites], ref.movedim(1, -1)[sites])
 
 
+@pytest.mark.usefixtures("map_form")
 def test_avg_pool_averages_occupied_sites_only():
     x, mask = grid(1)
     s = SparseTensor.from_dense(x, mask)

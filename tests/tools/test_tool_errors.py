@@ -38,7 +38,7 @@ def config(tmp_path_factory):
 
 @pytest.mark.parametrize("override, expected", [
     ("model.chanels=3", "model.chanels: model 'MinkUNet14A': unknown key(s) chanels; accepted: in_channels"),
-    ("model.name=MinkUNet15A", "model.name: model 'MinkUNet15A' unknown; known: MinkUNet14A"),
+    ("model.name=MinkUNet15A", "model.name: model 'MinkUNet15A' unknown; known: LSeg, MinkUNet14A"),
     ("method={name: Supervised, weight: 1}",
      "method.weight: method 'Supervised': unknown key(s) weight; accepted: ignore_index"),
     ("data.kwargs.num_clases=3", "data.kwargs.num_clases: dataset 'ImageFolder': unknown key(s) num_clases"),

@@ -67,7 +67,7 @@ def test_torchrun_two_processes_on_cpu(tmp_path):
 def test_unknown_model_name_exits_naming_the_config(tmp_path):
     config = write_config(tmp_path)
     train = runpy.run_path(str(REPO / "tools" / "train.py"))
-    expected = rf"error: {config}: model.name: model 'MinkUNet15A' unknown; known: MinkUNet14A,"
+    expected = rf"error: {config}: model.name: model 'MinkUNet15A' unknown; known: LSeg, MinkUNet14A,"
     with pytest.raises(SystemExit, match=expected):
         train["main"](["--config", str(config), "--work-dir", str(tmp_path / "w"), "model.name=MinkUNet15A",
                        "deterministic=false"])  # keep this pytest process's torch flags at their defaults

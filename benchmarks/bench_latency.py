@@ -1,0 +1,146 @@
+"""Batch-1 end-to-end latency, raw points in → per-point logits out, per executor; one JSON line per case.
+
+    python benchmarks/bench_latency.py [--threads 1 2] [--repeats 5] \
+        [--executors eager compiled exported aoti onnxruntime]
+    python benchmarks/bench_latency.py --tiny --executors eager exported onnxruntime   # seconds: a smoke run
+
+Cases: MinkUNet18A at 5 cm on a synthetic 64-beam LiDAR sweep (~120k points, remission as the one
+feature, 19 classes) and Res16UNet34C at 2 cm on a synthetic room (120k points, colours, 20 classes);
+``--tiny``: a 16-channel U-Net on a 3k-point room and a 20k-point sweep at 10 cm. Weights are random
+(BatchNorm statistics set on the input), which does not change the timing.
+
+Executors, all on the same :class:`pcseg.deploy.PointsToLogits`: ``eager``; ``compiled``
+(``torch.compile``, dynamic output shapes captured); ``exported`` (``torch.export`` program's
+``module()``); ``aoti`` (AOTInductor package); ``onnxruntime`` (CPU provider, ``intra_op_num_threads``
+= the thread count). Each is prepared once (``prepare_s``: export / compile time), checked against
+eager (``max_abs_diff``) and timed: one warm-up, then min and median of ``--repeats`` calls in ms.
+Eager lines also give ``voxelize_ms`` (the voxelization alone) to show where the time goes.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any, Callable
+
+import numpy as np
+import torch
+from torch import nn
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+
+from pcseg.data.synthetic import generate_room, generate_street, lidar_sweep  # noqa: E402
+from pcseg.deploy import PointsToLogits, export_program, save_aoti, save_onnx  # noqa: E402
+from pcseg.models import MinkUNet, build_model  # noqa: E402
+from pcseg.sparse import voxelize  # noqa: E402
+
+EXECUTORS = ("eager", "compiled", "exported", "aoti", "onnxruntime")
+
+
+def emit(**record: Any) -> None:
+    print(json.dumps(record), flush=True)
+
+
+def sweep_input(azimuth_steps: int) -> tuple[torch.Tensor, torch.Tensor]:
+    sweep = lidar_sweep(generate_street(0, length=60.0), 20.0, np.random.default_rng(0), azimuth_steps)
+    return torch.from_numpy(sweep.points), torch.from_numpy(sweep.remission[:, None].copy())
+
+
+def room_input(num_points: int) -> tuple[torch.Tensor, torch.Tensor]:
+    scene = generate_room(0, num_points=num_points)
+    return torch.from_numpy(scene.coord), torch.from_numpy(scene.color.astype(np.float32) / 127.5 - 1)
+
+
+def cases(tiny: bool) -> list[tuple[str, Callable[[], nn.Module], float, tuple[torch.Tensor, torch.Tensor]]]:
+    """(name, network builder, voxel size, (points, feats)) per case."""
+    if tiny:
+        def small(c_in: int) -> Callable[[], nn.Module]:
+            return lambda: MinkUNet(c_in, 4, 3, (16,) * 8, (1,) * 8, stem_kernel=3, init_dim=16)
+        return [("tiny_sweep", small(1), 0.1, sweep_input(320)), ("tiny_room", small(3), 0.1, room_input(3000))]
+    return [
+        ("sweep64_minkunet18a_5cm", lambda: build_model({"name": "MinkUNet18A", "in_channels": 1, "num_classes": 19}),
+         0.05, sweep_input(2048)),
+        ("room_res16unet34c_2cm", lambda: build_model({"name": "Res16UNet34C", "in_channels": 3, "num_classes": 20}),
+         0.02, room_input(120_000)),
+    ]
+
+
+def timed(fn: Callable[[], Any], repeats: int) -> tuple[float, float]:
+    fn()                                                                  # warm-up
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        fn()
+        times.append((time.perf_counter() - start) * 1e3)
+    return min(times), statistics.median(times)
+
+
+def prepare(executor: str, module: PointsToLogits, work: Path, threads: int) -> Callable:
+    """A callable (points, feats) -> logits for the executor."""
+    if executor == "eager":
+        return module
+    if executor == "compiled":
+        torch._dynamo.config.capture_dynamic_output_shape_ops = True
+        torch._dynamo.config.capture_scalar_outputs = True
+        return torch.compile(module, fullgraph=True, dynamic=True)
+    program = export_program(module)
+    if executor == "exported":
+        return program.module()
+    if executor == "aoti":
+        return torch._inductor.aoti_load_package(str(save_aoti(program, work / "model_aoti.pt2")))
+    import onnxruntime as ort
+
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = threads
+    session = ort.InferenceSession(str(save_onnx(program, work / "model.onnx")), options,
+                                   providers=["CPUExecutionProvider"])
+    return lambda p, f: torch.from_numpy(session.run(None, {"points": p.numpy(), "feats": f.numpy()})[0])
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--threads", type=int, nargs="+", default=[1, 2])
+    parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--executors", nargs="+", choices=EXECUTORS, default=list(EXECUTORS))
+    parser.add_argument("--tiny", action="store_true", help="small networks and clouds: a smoke run")
+    args = parser.parse_args(argv)
+    with tempfile.TemporaryDirectory() as tmp:
+        for case, build, voxel_size, (points, feats) in cases(args.tiny):
+            torch.manual_seed(0)
+            module = PointsToLogits(build(), voxel_size)
+            for m in module.modules():
+                if isinstance(m, nn.BatchNorm1d):
+                    m.momentum = None
+            with torch.no_grad():
+                module.train()(points, feats)
+                module.eval()
+                ref = module(points, feats)
+            voxels = len(voxelize(points, voxel_size).coords)
+            for executor in args.executors:
+                for threads in args.threads:
+                    torch.set_num_threads(threads)
+                    record = dict(case=case, executor=executor, threads=threads, points=len(points), voxels=voxels,
+                                  voxel_size=voxel_size, repeats=args.repeats)
+                    try:
+                        start = time.perf_counter()
+                        run = prepare(executor, module, Path(tmp), threads)
+                        with torch.no_grad():
+                            out = run(points, feats)
+                            record["prepare_s"] = round(time.perf_counter() - start, 2)
+                            record["max_abs_diff"] = float((out - ref).abs().max())
+                            record["min_ms"], record["median_ms"] = timed(lambda: run(points, feats), args.repeats)
+                            if executor == "eager":
+                                record["voxelize_ms"] = timed(lambda: voxelize(points, voxel_size, feats),
+                                                              args.repeats)[0]
+                    except Exception as err:  # an executor that fails is a result, not the end of the run
+                        record["error"] = f"{type(err).__name__}: {str(err).splitlines()[0][:300]}"
+                    emit(**record)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,178 @@
+"""Exported programs run by executors that are not pcseg reproduce the eager logits.
+
+Executors: ``torch.export.load`` in a subprocess that never imports pcseg, ONNX Runtime (written by
+neither torch nor pcseg: an oracle for the sparse core too), an AOTInductor package, and the C++
+example of examples/aoti_cpp. Oracle: the eager :class:`PointsToLogits` on the same points.
+The CI cases use a small U-Net (every MinkUNet stage, narrow widths); MinkUNet18A, Res16UNet34C
+and the D=2 MinkUNet14A run with ``pytest -m slow`` (AOTInductor compiles take minutes on 2 cores).
+"""
+from __future__ import annotations
+
+import shutil
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from deploy_helpers import Cloud, assert_logits_match, calibrated, eager_logits
+from pcseg.deploy import ONNX_OPS, onnx_op_types, save_aoti, save_onnx, save_pt2
+from pcseg.models import MinkUNet, build_model
+from pcseg.sparse import CoordinateOverflowError
+
+REPO = Path(__file__).resolve().parents[2]
+
+# Loads a .pt2 with torch alone and runs it on every <name>.npz; fails if pcseg got imported.
+PT2_RUNNER = textwrap.dedent("""
+    import sys
+    import numpy as np
+    import torch
+    program = torch.export.load(sys.argv[1]).module()
+    for path in sys.argv[2:]:
+        data = np.load(path)
+        with torch.no_grad():
+            out = program(torch.from_numpy(data["points"]), torch.from_numpy(data["feats"]))
+        np.save(path.replace(".npz", "_logits.npy"), out.numpy())
+    assert not [m for m in sys.modules if m.split(".")[0] == "pcseg"], "pcseg was imported"
+""")
+
+
+def tiny_unet(dim: int) -> MinkUNet:
+    """Every stage of the MinkUNet layout (4 down, 4 up, skips), 16 channels: quick to export and compile."""
+    torch.manual_seed(dim)
+    return MinkUNet(3, 6, D=dim, planes=(16,) * 8, layers=(1,) * 8, stem_kernel=3, init_dim=16)
+
+
+def registry_net(name: str, dim: int = 3):
+    torch.manual_seed(0)
+    return build_model({"name": name, "in_channels": 3, "num_classes": 20, "D": dim})
+
+
+def run_pt2_subprocess(path: Path, clouds: list[Cloud], workdir: Path) -> list[np.ndarray]:
+    files = []
+    for c in clouds:
+        files.append(workdir / f"{c.name}.npz")
+        np.savez(files[-1], points=c.points.numpy(), feats=c.feats.numpy())
+    # -I: isolated mode, so nothing from the checkout's directory or PYTHONPATH is importable by accident
+    proc = subprocess.run([sys.executable, "-I", "-c", PT2_RUNNER, str(path), *map(str, files)],
+                          capture_output=True, text=True, cwd=workdir, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    return [np.load(str(f).replace(".npz", "_logits.npy")) for f in files]
+
+
+def run_onnx(path: Path, clouds: list[Cloud], threads: int = 1) -> list[np.ndarray]:
+    ort = pytest.importorskip("onnxruntime")
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = threads
+    session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+    assert [i.name for i in session.get_inputs()] == ["points", "feats"]
+    assert [o.name for o in session.get_outputs()] == ["logits"]
+    return [session.run(None, {"points": c.points.numpy(), "feats": c.feats.numpy()})[0] for c in clouds]
+
+
+def check_all_executors(module, program, workdir: Path, clouds: list[Cloud],
+                        executors: tuple[str, ...] = ("pt2", "onnxruntime", "aoti")) -> dict[str, float]:
+    """The executors against eager on every cloud; returns the largest difference per executor."""
+    refs = [eager_logits(module, c) for c in clouds]
+    assert all(len(c.points) != 2048 for c in clouds)                   # not the export example's size
+    results = {"pt2": run_pt2_subprocess(save_pt2(program, workdir / "model.pt2"), clouds, workdir)}
+    if "onnxruntime" in executors:
+        pytest.importorskip("onnxscript")
+        onnx_path = save_onnx(program, workdir / "model.onnx")
+        assert set(onnx_op_types(onnx_path)) <= set(ONNX_OPS)
+        results["onnxruntime"] = run_onnx(onnx_path, clouds)
+    if "aoti" in executors:
+        runner = torch._inductor.aoti_load_package(str(save_aoti(program, workdir / "model_aoti.pt2")))
+        with torch.no_grad():
+            results["aoti"] = [runner(c.points, c.feats) for c in clouds]
+    worst = {}
+    for who, outs in results.items():
+        worst[who] = max(assert_logits_match(o, r, f"{who} on {c.name}") for o, r, c in zip(outs, refs, clouds))
+    return worst
+
+
+@pytest.fixture(scope="module")
+def tiny3d(export_cache, clouds3d):
+    return export_cache("tiny3d", lambda: calibrated(tiny_unet(3), 0.1, clouds3d[0]))
+
+
+def test_tiny_unet_3d_all_executors(tiny3d, clouds3d):
+    module, program, workdir = tiny3d
+    check_all_executors(module, program, workdir, clouds3d)
+
+
+def test_tiny_unet_2d_pt2(export_cache, clouds2d):
+    """D=2 in CI through the .pt2 program; ONNX Runtime and AOTInductor in the slow D=2 case below."""
+    module, program, workdir = export_cache("tiny2d", lambda: calibrated(tiny_unet(2), 0.1, clouds2d[0]))
+    check_all_executors(module, program, workdir, clouds2d, executors=("pt2",))
+
+
+def test_program_runs_on_one_point_and_asserts_ranges(tiny3d):
+    """The dynamic size holds down to N = 1; the traced range and NaN checks raise inside the program."""
+    module, program, _ = tiny3d
+    run = program.module()
+    one = (torch.tensor([[0.3, 0.2, 0.1]]), torch.zeros(1, 3))
+    with torch.no_grad():
+        assert_logits_match(run(*one), eager_logits(module, Cloud("one", *one)), "pt2 on one point")
+        far = (torch.tensor([[0.0, 0.0, 0.0], [1e5, 0.0, 0.0]]), torch.zeros(2, 3))    # 10^6 voxels: no key
+        with pytest.raises(CoordinateOverflowError, match="axis 0 spans"):
+            module(*far)
+        with pytest.raises(RuntimeError, match="CoordinateOverflowError"):
+            run(*far)
+        nan = (torch.tensor([[0.0, float("nan"), 0.0]]), torch.zeros(1, 3))
+        with pytest.raises(RuntimeError, match="NaN or inf"):
+            run(*nan)
+
+
+def _cxx_toolchain_missing() -> str:
+    missing = [tool for tool in ("cmake", "c++") if shutil.which(tool) is None]
+    return f"no {' or '.join(missing)} on PATH to build examples/aoti_cpp" if missing else ""
+
+
+@pytest.mark.skipif(bool(_cxx_toolchain_missing()), reason=_cxx_toolchain_missing() or "toolchain present")
+def test_cpp_example_runs_the_aoti_package(tiny3d, clouds3d, tmp_path):
+    """Build examples/aoti_cpp with CMake against this torch and run it on a KITTI-style .bin."""
+    module, program, workdir = tiny3d
+    package = workdir / "model_aoti.pt2"
+    if not package.exists():
+        save_aoti(program, package)
+    build = tmp_path / "build"
+    prefix = torch.utils.cmake_prefix_path
+    for cmd in (["cmake", "-S", str(REPO / "examples" / "aoti_cpp"), "-B", str(build), f"-DCMAKE_PREFIX_PATH={prefix}"],
+                ["cmake", "--build", str(build)]):
+        proc = subprocess.run(cmd, capture_output=True, text=True, timeout=900)
+        assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]
+    cloud = clouds3d[1]
+    points_bin, logits_bin = tmp_path / "sweep.bin", tmp_path / "logits.bin"
+    torch.cat([cloud.points, cloud.feats], 1).numpy().astype(np.float32).tofile(points_bin)
+    proc = subprocess.run([str(build / "aoti_run"), str(package), str(points_bin), "3", "3", str(logits_bin)],
+                          capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    ref = eager_logits(module, cloud)
+    logits = np.fromfile(logits_bin, dtype=np.float32).reshape(ref.shape)
+    assert_logits_match(logits, ref, "C++ AOTI runner")
+    lines = proc.stdout.split("\n")
+    assert lines[0] == f"points {ref.shape[0]} classes {ref.shape[1]}"
+    counts = np.bincount(ref.argmax(1).numpy(), minlength=ref.shape[1])
+    assert [int(l.split()[2]) for l in lines[1:1 + ref.shape[1]]] == counts.tolist()
+    bad = tmp_path / "bad.bin"
+    bad.write_bytes(b"\0" * 10)
+    proc = subprocess.run([str(build / "aoti_run"), str(package), str(bad), "3", "3"], capture_output=True, text=True)
+    assert proc.returncode == 1 and "is not a positive multiple of 6 float32 values" in proc.stderr
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name,voxel_size", [("MinkUNet18A", 0.05), ("Res16UNet34C", 0.05)])
+def test_registry_networks_3d_all_executors(name, voxel_size, export_cache, clouds3d):
+    module, program, workdir = export_cache(name, lambda: calibrated(registry_net(name), voxel_size, clouds3d[0]))
+    check_all_executors(module, program, workdir, clouds3d)
+
+
+@pytest.mark.slow
+def test_minkunet14a_2d_all_executors(export_cache, clouds2d):
+    module, program, workdir = export_cache("MinkUNet14A_2d",
+                                            lambda: calibrated(registry_net("MinkUNet14A", 2), 0.05, clouds2d[0]))
+    check_all_executors(module, program, workdir, clouds2d)
