@@ -5,7 +5,7 @@
 Each setting runs in its own interpreter (the allocator settings are process-wide and torch reads
 ``THP_MEM_ALLOC_ENABLE`` at its first allocation): it builds ``configs/demo/scannet_sparse.yaml``'s
 trainer (Res16UNet14A at 5 cm, batch 2, bf16 autocast, on the demo's synthetic rooms, written by
-``tools/demo.py``'s helpers when absent), loads the first batch of epoch 0, runs ``--warmup`` steps and
+``pcseg.cli.demo``'s helpers when absent), loads the first batch of epoch 0, runs ``--warmup`` steps and
 then ``--steps`` timed optimisation steps on it (``Trainer.run_step``), each measured from
 ``/proc/self/stat``: minor/major faults, user and system CPU seconds (clock ticks), and the
 resident set (``/proc/self/status``), with the machine-wide huge-page fault, fallback and direct
@@ -27,7 +27,7 @@ from pathlib import Path
 from typing import Any
 
 REPO = Path(__file__).resolve().parents[1]
-sys.path[:0] = [str(REPO), str(REPO / "tools")]
+sys.path.insert(0, str(REPO))  # the checkout's pcseg, like the other benchmarks
 
 # name → (THP_MEM_ALLOC_ENABLE, mallopt parameters)
 SETTINGS: dict[str, tuple[str, dict[str, int]]] = {
@@ -78,7 +78,7 @@ def worker(setting: str, steps: int, warmup: int, threads: int) -> dict[str, Any
     ok = mallopt(**params) if params else True
     import torch
 
-    from demo import CONFIG, ensure_budget, ensure_data
+    from pcseg.cli.demo import CONFIG, ensure_budget, ensure_data
     from pcseg.engine.build import Runtime, build_trainer
     from pcseg.engine.config import load_config
     from pcseg.engine.distributed import DistInfo
@@ -90,7 +90,7 @@ def worker(setting: str, steps: int, warmup: int, threads: int) -> dict[str, Any
     with tempfile.TemporaryDirectory() as work_dir:
         cfg = load_config(CONFIG, ["data.num_workers=0", f"work_dir={work_dir}"])
         root = Path(cfg.data.kwargs["root"])
-        ensure_data(root, 10, 40_000)  # tools/demo.py's defaults
+        ensure_data(root, 10, 40_000)  # pcseg-demo's defaults
         ensure_budget(root, Path(cfg.data.budget))
         seed_all(cfg.seed)
         method = build_method(cfg.method)

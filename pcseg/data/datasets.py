@@ -22,7 +22,7 @@ from pcseg.data.formats import (IGNORE_INDEX, LoadReport, S3DISReader, ScanNetRe
 from pcseg.data.registry import DATASETS
 from pcseg.data.transforms import Sample, Transform, build_transforms
 from pcseg.sparse import CoordinateOverflowError, voxelize
-from pcseg.utils.errors import InputError
+from pcseg.utils.errors import BadArgumentError, InputError
 
 __all__ = [
     "DatasetWrapper", "build_wrapped_base",
@@ -56,9 +56,9 @@ class SegmentationDataset(torch.utils.data.Dataset):
                  ignore_index: int = IGNORE_INDEX, voxel_reduce: str = "mean", loop: int = 1,
                  seed: int = 0) -> None:
         if np.any(np.asarray(voxel_size) <= 0):
-            raise ValueError(f"SegmentationDataset.voxel_size: expected > 0, got {voxel_size}")
+            raise BadArgumentError("voxel_size", f"SegmentationDataset.voxel_size: expected > 0, got {voxel_size}")
         if loop < 1:
-            raise ValueError(f"SegmentationDataset.loop: expected an int >= 1, got {loop}")
+            raise BadArgumentError("loop", f"SegmentationDataset.loop: expected an int >= 1, got {loop}")
         if not feature_keys:
             raise ValueError("SegmentationDataset.feature_keys: expected at least one key, got none")
         self.reader = reader

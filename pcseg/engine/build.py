@@ -25,7 +25,7 @@ from pcseg.data.transforms import TRANSFORMS
 from pcseg.data import views as _views  # noqa: F401  (registers the TwoViews wrapper)
 from pcseg.data import lidar_camera as _lidar_camera  # noqa: F401  (registers the LidarCamera wrapper)
 from pcseg.models import build_model
-from pcseg.utils.errors import InputError
+from pcseg.utils.errors import BadArgumentError, InputError
 from pcseg.utils.memory import limit_heap_fragmentation
 from pcseg.utils.registry import UnknownKeyError, UnknownNameError, build_from_config
 
@@ -111,7 +111,8 @@ def build_dataset(cfg: Config, split: SplitConfig, *, train: bool) -> Any:
 
     The dataset gets ``data.kwargs`` updated by the split's own ``kwargs`` (e.g. ``data.val.kwargs``).
     Mistakes raise ConfigKeyError naming the key (``data.name``, ``data.kwargs.<key>``,
-    ``data.train.kwargs.<key>``, ``data.train.transforms[i]…``).
+    ``data.train.kwargs.<key>``, ``data.train.transforms[i]…``), also for a value the dataset rejects
+    (:class:`~pcseg.utils.errors.BadArgumentError`: ``data.val.split``, ``data.kwargs.voxel_size``).
     """
     where = _split_key(cfg, split)
     check_transforms(f"{where}.transforms", split.transforms)
@@ -122,8 +123,17 @@ def build_dataset(cfg: Config, split: SplitConfig, *, train: bool) -> Any:
                           f"seed); remove it")
     spec = {"name": cfg.data.name, **thaw(cfg.data.kwargs), **thaw(split.kwargs), "split": split.split,
             "transforms": thaw(split.transforms), "budget": cfg.data.budget if train else None, "seed": cfg.seed}
-    with config_section("data", lambda k: f"{where}.kwargs.{k}" if k in split.kwargs else f"data.kwargs.{k}"):
-        return DATASETS.build(spec)
+    def key_of(arg: str) -> str:
+        """The config key of the dataset argument ``arg``."""
+        if arg == "split":
+            return f"{where}.split"
+        return f"{where}.kwargs.{arg}" if arg in split.kwargs else f"data.kwargs.{arg}"
+
+    with config_section("data", key_of):
+        try:
+            return DATASETS.build(spec)
+        except BadArgumentError as err:
+            raise ConfigKeyError(f"{key_of(err.argument)}: {err}") from None
 
 
 def build_model_from_config(cfg: Config, num_classes: int, device: torch.device) -> nn.Module:

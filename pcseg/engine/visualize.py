@@ -41,7 +41,8 @@ def dataset_palette(dataset: Any) -> np.ndarray:
 
 def render_scenes(cfg: Config, prediction_dir: Path, scenes: Sequence[str], out: Path) -> list[Path]:
     """Render saved point predictions (``<prediction_dir>/<scene>.npy``, (N,) int per raw point) of
-    validation scenes; returns the PNG paths. Raises InputError for a scene not in the validation split."""
+    validation scenes; returns the PNG paths. Raises InputError for a scene not in the validation split
+    or without its saved predictions."""
     dataset = build_dataset(cfg, cfg.data.val, train=False)
     palette = dataset_palette(dataset)
     index = {dataset.scene_name(i): i for i in range(len(dataset))}
@@ -51,7 +52,10 @@ def render_scenes(cfg: Config, prediction_dir: Path, scenes: Sequence[str], out:
             raise InputError(f"scene {name!r}: expected a scene of the validation split "
                              f"{cfg.data.val.split!r}, first ones: {list(index)[:5]}")
         sample = dataset[index[name]]
-        pred = np.load(prediction_dir / f"{name}.npy")
+        saved = prediction_dir / f"{name}.npy"
+        if not saved.is_file():
+            raise InputError(f"{saved}: expected the saved point predictions of scene {name!r}, no such file")
+        pred = np.load(saved)
         paths = save_prediction_views(sample["points"].numpy(), pred, sample["point_labels"].numpy(), out, name,
                                       palette, class_names=dataset.class_names)
         written.append(paths["png"])

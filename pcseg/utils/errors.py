@@ -9,3 +9,12 @@ from __future__ import annotations
 
 class InputError(ValueError):
     """Bad user input (data, budget, checkpoint, config); the message names the file and field."""
+
+
+class BadArgumentError(InputError):
+    """A constructor argument found wrong; ``argument`` is its name, which a builder from a config
+    turns into the config key (e.g. ``split`` → ``data.val.split``)."""
+
+    def __init__(self, argument: str, message: str) -> None:
+        super().__init__(message)
+        self.argument = argument

@@ -1,4 +1,4 @@
-"""tools/export.py: a checkpoint written by save_checkpoint, a config in the real YAML form, in-process."""
+"""pcseg.cli.export (tools/export.py): a checkpoint written by save_checkpoint, a config in the real YAML form, in-process."""
 from __future__ import annotations
 
 import runpy

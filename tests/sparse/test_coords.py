@@ -38,3 +38,15 @@ def test_overflow_raises_never_wraps():
     x = SparseTensor(torch.ones(1, 1), torch.tensor([[0, high, 0, 0]], dtype=torch.int32))
     with pytest.raises(CoordinateOverflowError, match="kernel margin"):
         SparseConv(1, 1, 3)(x)
+
+
+def test_int64_coords_are_range_checked_before_the_int32_cast():
+    # 2**32 + 1 as int32 is 1: without the check it would silently land on the site (0, 1, 0, 0)
+    coords = torch.tensor([[0, 2**32 + 1, 0, 0], [0, 1, 0, 0]], dtype=torch.int64)
+    with pytest.raises(CoordinateOverflowError, match=r"axis 0 spans \[1, 4294967297\]"):
+        SparseTensor(torch.ones(2, 1), coords)
+    with pytest.raises(CoordinateOverflowError, match="batch index"):
+        SparseTensor(torch.ones(1, 1), torch.tensor([[2**32, 0, 0, 0]]))
+    # in range: int64 is accepted and stored as the same int32 values
+    x = SparseTensor(torch.ones(2, 1), torch.tensor([[0, -5, 7, 9], [1, 0, 0, 0]]))
+    assert x.coords.dtype == torch.int32 and x.coords.tolist() == [[0, -5, 7, 9], [1, 0, 0, 0]]

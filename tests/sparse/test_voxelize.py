@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 import torch
 
-from pcseg.sparse import voxelize
+from pcseg.sparse import CoordinateOverflowError, voxelize
 
 
 def brute_force(points, voxel_size, feats, labels, ignore=-100):
@@ -70,3 +70,35 @@ def test_bad_input_raises():
         voxelize(torch.zeros(2, 3), 0.1, feats=torch.zeros(1, 2))
     with pytest.raises(ValueError, match="positive"):
         voxelize(torch.zeros(2, 3), 0.0)
+
+
+@pytest.mark.parametrize("dtype", [torch.int64, torch.int32, torch.float32])
+def test_integer_points_use_the_fractional_voxel_size(dtype):
+    # hand-computed floor(p / 1.5) = [0, 0, 1, 2, 2]; a cast of 1.5 to int would give [0, 1, 2, 3, 4]
+    pts = torch.tensor([[0], [1], [2], [3], [4]], dtype=dtype)
+    v = voxelize(pts, 1.5)
+    assert v.coords.tolist() == [[0], [1], [2]]
+    assert v.inverse.tolist() == [0, 0, 1, 2, 2]
+    # at 0.5 (cast to int: 0, "must be positive") integer points land on even voxels
+    v = voxelize(pts, 0.5)
+    assert v.coords.tolist() == [[0], [2], [4], [6], [8]]
+    # per-axis sizes, one fractional
+    v = voxelize(torch.tensor([[3, 3], [4, 4]], dtype=dtype), [1.5, 2])
+    assert v.coords.tolist() == [[2, 1], [2, 2]]
+
+
+@pytest.mark.parametrize("size, message", [
+    (float("nan"), "positive and finite"), (float("inf"), "positive and finite"), (0.0, "positive and finite"),
+    (-0.1, "positive and finite"), ([0.1, 0.0, 0.1], "positive and finite"), (torch.tensor([0.1, -1.0, 0.1]),
+                                                                               "positive and finite"),
+    ([0.1, 0.1], "a scalar or 3 values"), (torch.full((4,), 0.1), "a scalar or 3 values")])
+def test_bad_voxel_size_raises_with_message(size, message):
+    with pytest.raises(ValueError, match=message):
+        voxelize(torch.zeros(2, 3, dtype=torch.int64), size)
+
+
+def test_huge_grid_raises_overflow_not_wraps():
+    with pytest.raises(CoordinateOverflowError, match="axis 0"):
+        voxelize(torch.tensor([[1e30, 0.0, 0.0]]), 0.05)
+    with pytest.raises(CoordinateOverflowError, match="axis 2"):   # integer points, huge quotient
+        voxelize(torch.tensor([[0, 0, 2**62]], dtype=torch.int64), 0.5)

@@ -24,7 +24,8 @@ def test_every_tool_is_an_installed_script_and_a_shim():
                 "pcseg-make-synthetic=pcseg.cli.scripts:make_synthetic",
                 "pcseg-visualize=pcseg.cli.scripts:visualize", "pcseg-active-learn=pcseg.cli.scripts:active_learn",
                 "pcseg-annotate=pcseg.cli.scripts:annotate", "pcseg-pretrain-slidr=pcseg.cli.scripts:pretrain_slidr",
-                "pcseg-demo=pcseg.cli.scripts:demo", "pcseg-convert-checkpoint=pcseg.cli.scripts:convert_checkpoint"}
+                "pcseg-demo=pcseg.cli.scripts:demo", "pcseg-convert-checkpoint=pcseg.cli.scripts:convert_checkpoint",
+                "pcseg-export=pcseg.cli.scripts:export"}
     assert set(_console_scripts()) == expected and set(scripts.TOOLS) == {e.split(':')[1] for e in expected}
     for tool in scripts.TOOLS:
         shim = (REPO / "tools" / f"{tool}.py").read_text(encoding="utf-8")

@@ -8,13 +8,18 @@ import pytest
 import torch
 from PIL import Image
 
+from pcseg.data.synthetic import generate_room, write_scannet_scene
+from pcseg.engine.build import build_dataset
 from pcseg.engine.cli import original_message, tool_errors
+from pcseg.engine.config import load_config
+from pcseg.engine.visualize import render_scenes
 from pcseg.utils.errors import InputError
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from engine.tiny import REPO, write_config  # noqa: E402
 
-TOOLS = {name: runpy.run_path(str(REPO / "tools" / f"{name}.py")) for name in ("train", "test", "make_budget")}
+TOOLS = {name: runpy.run_path(str(REPO / "tools" / f"{name}.py"))
+         for name in ("train", "test", "make_budget", "visualize")}
 KEEP_TORCH_FLAGS = "deterministic=false"  # in-process runs must not switch this pytest process to deterministic
 
 
@@ -63,7 +68,26 @@ def test_a_top_level_typo_a_section_without_name_and_a_bad_split_name(capsys, tm
     assert line == f"error: {config}: method.name missing (required: the registered method to build)"
     line = _fails(capsys, "test", ["--config", str(config), "--checkpoint", str(tmp_path / "none.pth"),
                                    "data.val.split=vall", KEEP_TORCH_FLAGS])
-    assert "split 'vall' unknown; known: train, val, test" in line
+    assert line == f"error: {config}: data.val.split: ImageFolderReader: split 'vall' unknown; known: train, val, test"
+
+
+@pytest.mark.parametrize("override, key", [("data.kwargs.loop=0", "data.kwargs.loop"),
+                                           ("data.train.kwargs.loop=0", "data.train.kwargs.loop")])
+def test_a_value_the_dataset_rejects_names_the_config_file_and_key(capsys, tmp_path, config, override, key):
+    line = _fails(capsys, "train", ["--config", str(config), "--work-dir", str(tmp_path / "w"), override,
+                                    KEEP_TORCH_FLAGS])
+    assert line == f"error: {config}: {key}: SegmentationDataset.loop: expected an int >= 1, got 0"
+    assert not (tmp_path / "w" / "config.yaml").exists()
+
+
+def test_a_bad_voxel_size_of_a_3d_dataset_names_the_config_file_and_key(capsys, tmp_path):
+    root = tmp_path / "scannet"
+    write_scannet_scene(generate_room(np.random.default_rng(0), num_points=1000), root, "scene0011_00")
+    (root / "scannetv2_val.txt").write_text("scene0011_00\n", encoding="utf-8")
+    config = str(REPO / "configs" / "scannet" / "sparse_0.1pct.yaml")
+    line = _fails(capsys, "test", ["--config", config, "--checkpoint", str(tmp_path / "none.pth"),
+                                   f"data.kwargs.root={root}", "data.kwargs.voxel_size=-0.05", KEEP_TORCH_FLAGS])
+    assert line == f"error: {config}: data.kwargs.voxel_size: SegmentationDataset.voxel_size: expected > 0, got -0.05"
 
 
 @pytest.mark.skipif(torch.cuda.is_available(), reason="needs a machine without CUDA")
@@ -120,3 +144,23 @@ def test_the_guard_lets_other_errors_through_with_their_traceback():
     with pytest.raises(ZeroDivisionError):
         with tool_errors("x.yaml"):
             1 / 0
+
+
+def test_visualize_scene_mistakes_exit_with_status_2(capsys, tmp_path, config, monkeypatch):
+    cfg = load_config(config, [KEEP_TORCH_FLAGS])
+    predictions = tmp_path / "predictions"
+    with pytest.raises(InputError, match=r"scene 'img99': expected a scene of the validation split 'val'"):
+        render_scenes(cfg, predictions, ["img99"], tmp_path)
+    first = build_dataset(cfg, cfg.data.val, train=False).scene_name(0)
+    with pytest.raises(InputError) as err:
+        render_scenes(cfg, predictions, [first], tmp_path)
+    assert str(err.value) == (f"{predictions / (first + '.npy')}: expected the saved point predictions of scene "
+                              f"{first!r}, no such file")
+    # through the tool: the evaluation is replaced by one that saves nothing, so the rendering step fails
+    monkeypatch.setitem(TOOLS["visualize"]["main"].__globals__, "evaluate_checkpoint",
+                        lambda *a, **k: ({"miou": 0.0}, ()))
+    monkeypatch.setitem(TOOLS["visualize"]["main"].__globals__, "format_table", lambda *a: "")
+    line = _fails(capsys, "visualize", ["--config", str(config), "--checkpoint", str(tmp_path / "model_best.pth"),
+                                        KEEP_TORCH_FLAGS])
+    assert line == (f"error: {tmp_path / 'vis' / 'predictions' / (first + '.npy')}: expected the saved point "
+                    f"predictions of scene {first!r}, no such file")

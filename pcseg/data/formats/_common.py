@@ -14,7 +14,7 @@ from typing import Mapping
 
 import numpy as np
 
-from pcseg.utils.errors import InputError
+from pcseg.utils.errors import BadArgumentError, InputError
 
 IGNORE_INDEX = -100
 """Label of points that are not trained on or evaluated."""
@@ -189,9 +189,8 @@ class SceneReader:
 
     def __init__(self, root: str | Path, split: str) -> None:
         if split not in self.SPLITS:
-            raise InputError(
-                f"{type(self).__name__}: split '{split}' unknown; known: {', '.join(self.SPLITS)}"
-            )
+            raise BadArgumentError(
+                "split", f"{type(self).__name__}: split '{split}' unknown; known: {', '.join(self.SPLITS)}")
         self.root = Path(root)
         require_dir(self.root, f"{type(self).__name__} dataset root")
         self.split = split
