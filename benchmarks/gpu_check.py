@@ -32,11 +32,11 @@ from bench_sparse import make_scene  # noqa: E402
 
 from pcseg.models import build_model  # noqa: E402
 from pcseg.sparse import SparseConv, SparseTensor  # noqa: E402
-from pcseg.sparse.kernels import set_fused_conv, triton_runs_on  # noqa: E402
+from pcseg.sparse.kernels import conv_backend, triton_runs_on  # noqa: E402
 
 DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16}
 TOLERANCE = {"fp32": 1e-4, "bf16": 3e-2}
-PATHS = {"torch": False, "fused": True}
+PATHS = ("torch", "fused")  # the conv backends compared
 
 
 def emit(**record: Any) -> None:
@@ -100,13 +100,13 @@ def run(device: torch.device, voxels: int, unet_voxels: int, repeats: int, unet_
     for name, dtype in DTYPES.items():
         for channels in (32, 64):
             results = {}
-            for path, fused in PATHS.items():
-                set_fused_conv(fused)
-                _, forward_backward = conv_case(coords, channels, dtype, device)
-                first, second = forward_backward(), forward_backward()
+            for path in PATHS:
+                with conv_backend(path):
+                    _, forward_backward = conv_case(coords, channels, dtype, device)
+                    first, second = forward_backward(), forward_backward()
                 identical = all(torch.equal(a, b) for a, b in zip(first, second))
                 emit(case="determinism", path=path, dtype=name, channels=channels, identical=identical)
-                ok = ok and (identical or not fused)
+                ok = ok and (identical or path != "fused")
                 results[path] = first
             diffs = {}
             for label, ref, other in zip(("out", "grad_feats", "grad_weight"), results["torch"], results["fused"]):
@@ -118,16 +118,15 @@ def run(device: torch.device, voxels: int, unet_voxels: int, repeats: int, unet_
             ok = ok and agree
     for name, dtype in DTYPES.items():
         for channels in (32, 64):
-            for path, fused in PATHS.items():
-                set_fused_conv(fused)
-                forward, forward_backward = conv_case(coords, channels, dtype, device)
-                meta = {"path": path, "dtype": name, "voxels": len(coords)}
-                emit(case=f"subm3_fwd_{channels}", **meta, **timed(forward, repeats, device))
-                emit(case=f"subm3_fwdbwd_{channels}", **meta, **timed(forward_backward, repeats, device))
+            for path in PATHS:
+                with conv_backend(path):
+                    forward, forward_backward = conv_case(coords, channels, dtype, device)
+                    meta = {"path": path, "dtype": name, "voxels": len(coords)}
+                    emit(case=f"subm3_fwd_{channels}", **meta, **timed(forward, repeats, device))
+                    emit(case=f"subm3_fwdbwd_{channels}", **meta, **timed(forward_backward, repeats, device))
     feats = torch.rand(len(unet_coords), 3, generator=torch.Generator().manual_seed(0)).to(device)
     model = build_model({"name": "Res16UNet34C", "in_channels": 3, "num_classes": 20, "D": 3}).to(device)
     for path in unet_paths:
-        set_fused_conv(PATHS[path])
         meta = {"path": path, "dtype": "fp32", "voxels": len(unet_coords)}
 
         def fwd() -> object:
@@ -139,9 +138,9 @@ def run(device: torch.device, voxels: int, unet_voxels: int, repeats: int, unet_
             model.train()
             model.zero_grad(set_to_none=True)
             model(SparseTensor(feats, unet_coords)).F.square().mean().backward()
-        emit(case="res16unet34c_fwd", **meta, **timed(fwd, repeats, device))
-        emit(case="res16unet34c_fwdbwd", **meta, **timed(fwd_bwd, repeats, device))
-    set_fused_conv(None)
+        with conv_backend(path):
+            emit(case="res16unet34c_fwd", **meta, **timed(fwd, repeats, device))
+            emit(case="res16unet34c_fwdbwd", **meta, **timed(fwd_bwd, repeats, device))
     return ok
 
 

@@ -27,12 +27,12 @@ from .kmap import KernelMap
 __all__ = ["sparse_conv", "sparse_pool", "global_pool"]
 
 
-def _conv_forward(feats: Tensor, weight: Tensor, kmap: KernelMap) -> Tensor:
+def _conv_forward(feats: Tensor, weight: Tensor, kmap: KernelMap, fused: bool) -> Tensor:
     """out = Σ_k scatter_k(gather_k(feats) @ weight[k]); feats (N_in, C_in), weight (K, C_in, C_out).
 
-    With the fused convolution enabled (:mod:`pcseg.sparse.kernels`) one Triton kernel does it.
+    ``fused``: one Triton kernel does it (the "fused" backend of :mod:`pcseg.sparse.kernels`).
     """
-    if fused_conv_enabled(feats.device):
+    if fused:
         from .kernels.implicit_gemm import implicit_gemm_conv  # imports Triton only when asked for
         return implicit_gemm_conv(feats, weight, kmap.neighbor_table())
     acc_dtype = torch.promote_types(feats.dtype, torch.float32)
@@ -87,9 +87,9 @@ def _conv_table(feats: Tensor, weight: Tensor, kmap: KernelMap) -> Tensor:
     return out.to(feats.dtype)
 
 
-def _conv_weight_grad(feats: Tensor, grad_out: Tensor, weight: Tensor, kmap: KernelMap) -> Tensor:
-    """dL/dW[k] = gather_k(feats)^T @ gather_k(grad_out), (K, C_in, C_out); fused when enabled."""
-    if fused_conv_enabled(feats.device):
+def _conv_weight_grad(feats: Tensor, grad_out: Tensor, weight: Tensor, kmap: KernelMap, fused: bool) -> Tensor:
+    """dL/dW[k] = gather_k(feats)^T @ gather_k(grad_out), (K, C_in, C_out); one Triton kernel if ``fused``."""
+    if fused:
         from .kernels.implicit_gemm import implicit_gemm_weight_grad
         return implicit_gemm_weight_grad(feats, grad_out, kmap.neighbor_table())
     grad_weight = torch.zeros_like(weight)
@@ -112,7 +112,8 @@ class _SparseConvFunction(torch.autograd.Function):
     def forward(ctx, feats: Tensor, weight: Tensor, kmap: KernelMap) -> Tensor:
         ctx.save_for_backward(feats, weight)
         ctx.kmap = kmap
-        return _conv_forward(feats, weight, kmap)
+        ctx.fused = fused_conv_enabled(feats.device)  # the backend chosen now also runs the backward pass
+        return _conv_forward(feats, weight, kmap, ctx.fused)
 
     @staticmethod
     def backward(ctx, grad_out: Tensor):
@@ -124,11 +125,11 @@ class _SparseConvFunction(torch.autograd.Function):
             if kmap.identity >= 0:
                 # A submanifold map is symmetric: its transpose is itself with the offsets reversed,
                 # so the input gradient reuses this map (and its cached reducer) with flipped weights.
-                grad_feats = _conv_forward(grad_out, weight.flip(0).transpose(1, 2), kmap)
+                grad_feats = _conv_forward(grad_out, weight.flip(0).transpose(1, 2), kmap, ctx.fused)
             else:
-                grad_feats = _conv_forward(grad_out, weight.transpose(1, 2), kmap.transposed())
+                grad_feats = _conv_forward(grad_out, weight.transpose(1, 2), kmap.transposed(), ctx.fused)
         if ctx.needs_input_grad[1]:
-            grad_weight = _conv_weight_grad(feats, grad_out, weight, kmap)
+            grad_weight = _conv_weight_grad(feats, grad_out, weight, kmap, ctx.fused)
         return grad_feats, grad_weight, None
 
 

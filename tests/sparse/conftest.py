@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from pcseg.sparse import kmap as kmap_module
-from pcseg.sparse.kernels import set_fused_conv
+from pcseg.sparse.kernels import conv_backend
 
 
 @pytest.fixture
@@ -32,8 +32,7 @@ def conv_path(request):
     form of the kernel maps (the path of torch.export / torch.compile) run eagerly."""
     if request.param == "fused":
         request.getfixturevalue("triton_kernels")
-        set_fused_conv(True)
     elif request.param == "table":
         request.getfixturevalue("table_maps")
-    yield request.param
-    set_fused_conv(None)
+    with conv_backend("fused" if request.param == "fused" else "torch"):
+        yield request.param

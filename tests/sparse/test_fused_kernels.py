@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from pcseg.sparse import SparseConv, SparseTensor
-from pcseg.sparse.kernels import fused_conv_enabled, set_fused_conv
+from pcseg.sparse.kernels import conv_backend, fused_conv_enabled
 
 
 def test_neighbor_table_by_hand():
@@ -16,13 +16,22 @@ def test_neighbor_table_by_hand():
     assert kmap.neighbor_table().tolist() == [[-1, 0, 1], [0, 1, -1], [-1, 2, -1]]
 
 
-def test_the_fused_kernel_is_off_unless_asked_for(monkeypatch):
-    monkeypatch.delenv("PCSEG_FUSED_CONV", raising=False)
+def test_the_fused_kernel_is_an_explicit_choice(monkeypatch):
     monkeypatch.setenv("TRITON_INTERPRET", "1")
+    monkeypatch.setenv("PCSEG_FUSED_CONV", "1")  # the old environment switch no longer chooses anything
     assert not fused_conv_enabled(torch.device("cpu"))
-    monkeypatch.setenv("PCSEG_FUSED_CONV", "1")
+    with conv_backend("fused"):
+        assert fused_conv_enabled(torch.device("cpu"))
+        with conv_backend("torch"):
+            assert not fused_conv_enabled(torch.device("cpu"))
+        assert fused_conv_enabled(torch.device("cpu"))
+    assert not fused_conv_enabled(torch.device("cpu"))
+    with pytest.raises(ValueError, match="expected one of torch, fused, got 'triton'"):
+        with conv_backend("triton"):
+            pass
     monkeypatch.setattr("importlib.util.find_spec", lambda name: None)  # Triton not installed
-    assert not fused_conv_enabled(torch.device("cpu"))
+    with conv_backend("fused"), pytest.raises(RuntimeError, match="Triton cannot run on cpu"):
+        fused_conv_enabled(torch.device("cpu"))
 
 
 @pytest.mark.parametrize("dtype, tol", [(torch.float32, 1e-5), (torch.float16, 1e-2), (torch.bfloat16, 3e-2)])
@@ -67,16 +76,17 @@ def test_sparse_conv_calls_the_kernel_when_switched_on(triton_kernels, monkeypat
     import pcseg.sparse.kernels.implicit_gemm as fused
 
     calls = []
-    kernel = fused.implicit_gemm_conv
-    monkeypatch.setattr(fused, "implicit_gemm_conv", lambda *a: calls.append(1) or kernel(*a))
+    kernel, weight_kernel = fused.implicit_gemm_conv, fused.implicit_gemm_weight_grad
+    monkeypatch.setattr(fused, "implicit_gemm_conv", lambda *a: calls.append("conv") or kernel(*a))
+    monkeypatch.setattr(fused, "implicit_gemm_weight_grad", lambda *a: calls.append("wgrad") or weight_kernel(*a))
     coords = torch.unique(torch.randint(0, 6, (60, 3), generator=torch.Generator().manual_seed(1)), dim=0)
     x = SparseTensor(torch.randn(len(coords), 4), torch.cat([torch.zeros(len(coords), 1, dtype=torch.long), coords], 1))
     conv = SparseConv(4, 8, 3)
     reference = conv(x).F
     assert not calls
-    set_fused_conv(True)
-    try:
-        torch.testing.assert_close(conv(x).F, reference, rtol=1e-5, atol=1e-5)
-    finally:
-        set_fused_conv(None)
-    assert len(calls) == 1
+    with conv_backend("fused"):
+        out = conv(x).F
+    torch.testing.assert_close(out, reference, rtol=1e-5, atol=1e-5)
+    assert calls == ["conv"]
+    out.sum().backward()  # outside the block: the backward pass keeps the backend of its forward pass
+    assert calls == ["conv", "wgrad"]
