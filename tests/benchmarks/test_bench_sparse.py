@@ -74,7 +74,8 @@ def test_tiny_run_times_pcseg_and_reports_absent_peers(tmp_path):
     assert sorted(timed) == ["kmap_build", "res16unet34c_fwd_fp32", "subm3_fwd_32", "subm3_fwd_64",
                              "subm3_fwdbwd_32", "subm3_fwdbwd_64"]
     for r in timed.values():
-        assert r["repeats"] == 2 and 0 < r["min_s"] <= r["median_s"] and r["peak_rss_growth_mb"] >= 0
+        # the kernel updates VmHWM lazily, so a case that allocates nothing new can read ~0.1 MB below 0
+        assert r["repeats"] == 2 and 0 < r["min_s"] <= r["median_s"] and r["peak_rss_growth_mb"] > -1.0
     assert len(timed["res16unet34c_fwd_fp32"]["rss_after_each_call_mb"]) == 3     # warm-up + 2 repeats
     # the check phase saved pcseg's reference: output and both gradients of each conv, as computed here
     check = np.load(tmp_path / "check_pcseg.npz")
