@@ -19,16 +19,7 @@ from pcseg.methods import HPAL
 from pcseg.sparse import SparseTensor
 from pcseg.utils.errors import InputError
 
-
-class Pointwise(nn.Module):
-    """Per-voxel linear classifier: (M, 3) → (M, 2) logits on the same coordinates."""
-
-    def __init__(self):
-        super().__init__()
-        self.linear = nn.Linear(3, 2)
-
-    def forward(self, x):
-        return SparseTensor(self.linear(x.F), x.C, context=x.context)
+from .test_trainer import Pointwise
 
 
 class Toy(MethodModel):
