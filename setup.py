@@ -13,7 +13,7 @@ setup(
     entry_points={"console_scripts": [  # pcseg-<tool> = python tools/<tool>.py (pcseg.cli.<tool>.main)
         f"pcseg-{tool.replace('_', '-')}=pcseg.cli.scripts:{tool}"
         for tool in ("train", "test", "make_budget", "make_synthetic", "visualize", "active_learn", "annotate",
-                     "pretrain_slidr", "demo", "convert_checkpoint", "export")]},
+                     "pretrain_slidr", "demo", "convert_checkpoint", "export", "ovs")]},
     install_requires=[
         "torch>=2.1",
         "numpy>=1.23",

@@ -60,8 +60,8 @@ from pcseg.utils.errors import InputError  # noqa: E402
 from pcseg.utils.yaml_io import load_yaml_file  # noqa: E402
 
 __all__ = ["TOOLS", "SPLITS", "TEST_FILE", "Row", "Stage", "Metric", "Protocol", "Run", "load_protocol",
-           "expand", "dependencies", "finished", "schedule", "collect", "table", "make_budgets", "generate_once",
-           "run_experiment"]
+           "parse_paired", "expand", "dependencies", "finished", "schedule", "collect", "task_table", "table",
+           "section_settings", "make_budgets", "generate_once", "run_experiment"]
 
 TOOLS = {"tools/train.py": "checkpoint", "tools/pretrain_slidr.py": "checkpoint", "tools/active_learn.py": "flag"}
 """Tools a stage may run -> how a stopped run continues: ``checkpoint`` (``--resume`` once
@@ -261,30 +261,45 @@ def _stage(path: Path, field: str, name: str, raw: Any, budgets: Mapping[str, An
                  tuple(_row(path, f"{field}.rows.{r}", str(r), v) for r, v in rows.items()), scored)
 
 
+def _paired(path: Path, value: Any, tasks: Mapping[str, Sequence[str]]) -> tuple[tuple[str, str], ...]:
+    """``metric.paired``'s ``"a - b"`` texts as (a, b) pairs; ``tasks``: task name -> its row names,
+    and both rows of a pair must be rows of every task."""
+    paired = []
+    for i, text in enumerate(_strings(path, "metric.paired", value)):
+        parts = [p.strip() for p in text.split(" - ")]
+        if len(parts) != 2 or not all(parts):
+            raise _fail(path, f"metric.paired[{i}]", "'<row> - <row>'", text)
+        for task, rows in tasks.items():
+            if not set(parts) <= set(rows):
+                raise InputError(f"{path}: metric.paired[{i}]: expected rows of every downstream task, got "
+                                 f"{text!r}; task {task} has rows {', '.join(rows)}")
+        paired.append((parts[0], parts[1]))
+    return tuple(paired)
+
+
 def _metric(path: Path, raw: Any, stages: Sequence[Stage]) -> Metric:
     raw = _mapping(path, "metric", raw)
     _only(path, "metric", raw, ("tool", "checkpoint", "overrides", "report", "paired", "also_recorded"))
     if raw.get("tool", "tools/test.py") != "tools/test.py":
         raise _fail(path, "metric.tool", "tools/test.py (the evaluation every scored run gets)", raw["tool"])
-    paired = []
-    for i, text in enumerate(_strings(path, "metric.paired", raw.get("paired"))):
-        parts = [p.strip() for p in text.split(" - ")]
-        if len(parts) != 2 or not all(parts):
-            raise _fail(path, f"metric.paired[{i}]", "'<row> - <row>'", text)
-        for stage in stages:
-            if stage.scored and not set(parts) <= {r.name for r in stage.rows}:
-                raise InputError(f"{path}: metric.paired[{i}]: expected rows of every downstream task, got "
-                                 f"{text!r}; task {stage.name} has rows {', '.join(r.name for r in stage.rows)}")
-        paired.append((parts[0], parts[1]))
+    paired = _paired(path, raw.get("paired"), {s.name: [r.name for r in s.rows] for s in stages if s.scored})
     return Metric(_text(path, "metric.checkpoint", raw.get("checkpoint")),
-                  _strings(path, "metric.overrides", raw.get("overrides"), overrides=True), tuple(paired))
+                  _strings(path, "metric.overrides", raw.get("overrides"), overrides=True), paired)
+
+
+def parse_paired(protocol: Protocol, tasks: Mapping[str, Sequence[str]]) -> tuple[tuple[str, str], ...]:
+    """The ``metric.paired`` pairs of a protocol loaded with ``stages=False``, whose rows only its script
+    knows (``tasks``: task name -> row names, as for the downstream tasks); InputError names the entry."""
+    return _paired(protocol.path, protocol.sections.get("metric", {}).get("paired"), tasks)
 
 
 def load_protocol(path: str | Path, extra_sections: Sequence[str] = (), stages: bool = True) -> Protocol:
     """Read and validate a protocol file; ``extra_sections`` are the script's own top-level keys.
 
     ``stages`` False: an experiment that runs no tool (3D-OVS fits in its own process): ``pretrain`` and
-    ``downstream`` are refused, ``metric`` is kept raw in ``sections`` for the script, ``stages`` is empty.
+    ``downstream`` are refused, ``metric`` (only ``report``, ``paired``, ``also_recorded``: nothing is
+    evaluated by ``tools/test.py``) is kept raw in ``sections`` for the script (:func:`parse_paired`),
+    ``stages`` is empty.
 
     Raises InputError naming the file and the field for every mistake: unknown keys, a name that is
     not the file's stem, repeated or negative seeds, a split without a generator seed, a generator
@@ -324,6 +339,8 @@ def load_protocol(path: str | Path, extra_sections: Sequence[str] = (), stages: 
         if "${seed}" not in _text(path, f"budgets.{budget}.out", spec.get("out")):
             raise _fail(path, f"budgets.{budget}.out", "a folder containing ${seed} (one budget per seed)", spec["out"])
     if not stages:
+        if "metric" in raw:
+            _only(path, "metric", _mapping(path, "metric", raw["metric"]), ("report", "paired", "also_recorded"))
         return Protocol(path, name, tuple(seeds), _int(path, "jobs", raw.get("jobs", 1), 1), raw["data"], budgets,
                         _strings(path, "common_overrides", raw.get("common_overrides"), overrides=True), (), None,
                         {k: raw[k] for k in (*extra_sections, "metric") if k in raw})
@@ -508,57 +525,67 @@ def _percent(by_seed: Mapping[str, Any], seeds: Sequence[str]) -> list[float]:
     return [100 * by_seed[s]["test_miou"] for s in seeds if s in by_seed and by_seed[s]["test_miou"] is not None]
 
 
+def task_table(task: str, budgets: Sequence[str], rows: Sequence[str], paired: Sequence[tuple[str, str]],
+               by_budget: Mapping[str, Any], seeds: Sequence[str]) -> str:
+    """One task's markdown table: ``rows`` x ``budgets`` (``-``: one column, "test mIoU (%)") of
+    ``by_budget[budget][row][seed]["test_miou"]`` (0..1, None or absent: not scored) in %, mean ± sample
+    std (per-seed values), then each ``paired`` (a, b) difference paired by seed (over the seeds both have)."""
+    head = " | ".join("test mIoU (%)" if b == "-" else b for b in budgets)
+    lines = [f"**{task}**", "", f"| row | {head} |", "|---" * (len(budgets) + 1) + "|"]
+    for row in rows:
+        cells = [_cell(_percent(by_budget.get(b, {}).get(row, {}), seeds), len(seeds)) for b in budgets]
+        lines.append(f"| {row} | " + " | ".join(cells) + " |")
+    for a, b in paired:
+        cells = []
+        for budget in budgets:
+            by_row = by_budget.get(budget, {})
+            both = [s for s in seeds if _percent(by_row.get(a, {}), [s]) and _percent(by_row.get(b, {}), [s])]
+            diff = np.subtract(_percent(by_row.get(a, {}), both), _percent(by_row.get(b, {}), both))
+            cells.append(_cell(list(diff), len(seeds)))
+        lines.append(f"| {a} − {b}, paired | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
 def table(protocol: Protocol, results: Mapping[str, Any]) -> str:
-    """One markdown table per downstream task: rows x budgets of test mIoU (%), mean ± sample std
-    (per-seed values), then each ``metric.paired`` difference paired by seed (over the seeds both have)."""
+    """One :func:`task_table` per downstream task: rows x budgets of test mIoU (%), with the
+    ``metric.paired`` differences."""
     seeds = [str(s) for s in protocol.seeds]
-    blocks = []
-    for stage in (s for s in protocol.stages if s.scored):
-        budgets = stage.budgets or ("-",)
-        by_budget = results.get(stage.name, {})
-        head = " | ".join("test mIoU (%)" if b == "-" else b for b in budgets)
-        lines = [f"**{stage.name}**", "", f"| row | {head} |", "|---" * (len(budgets) + 1) + "|"]
-        for row in stage.rows:
-            cells = [_cell(_percent(by_budget.get(b, {}).get(row.name, {}), seeds), len(seeds)) for b in budgets]
-            lines.append(f"| {row.name} | " + " | ".join(cells) + " |")
-        for a, b in protocol.metric.paired:
-            cells = []
-            for budget in budgets:
-                rows = by_budget.get(budget, {})
-                both = [s for s in seeds if _percent(rows.get(a, {}), [s]) and _percent(rows.get(b, {}), [s])]
-                diff = np.subtract(_percent(rows.get(a, {}), both), _percent(rows.get(b, {}), both))
-                cells.append(_cell(list(diff), len(seeds)))
-            lines.append(f"| {a} − {b}, paired | " + " | ".join(cells) + " |")
-        blocks.append("\n".join(lines))
-    return "\n\n".join(blocks)
+    return "\n\n".join(task_table(stage.name, stage.budgets or ("-",), [r.name for r in stage.rows],
+                                  protocol.metric.paired, results.get(stage.name, {}), seeds)
+                       for stage in protocol.stages if stage.scored)
 
 
 # --- data, budgets and the experiment --------------------------------------------------------------------
 
+def section_settings(protocol: Protocol, field: str, raw: Any, schema: Mapping[str, type],
+                     out: Path) -> dict[str, Any]:
+    """``raw`` (the protocol's ``field``) checked against a script's ``schema`` (key -> type, all
+    required, no other key); ``${out}`` is filled in string values. Raises InputError naming the field."""
+    raw = _mapping(protocol.path, field, raw)
+    _only(protocol.path, field, raw, tuple(schema))
+    settings = {}
+    for key, tp in schema.items():
+        value = raw.get(key)
+        if value is None or isinstance(value, bool) or not isinstance(value, tp):
+            raise _fail(protocol.path, f"{field}.{key}", f"a {tp.__name__}", value)
+        settings[key] = fill(protocol, f"{field}.{key}", value, out=out) if isinstance(value, str) else value
+    return settings
+
+
 def data_settings(protocol: Protocol, out: Path, keys: Mapping[str, type], split_keys: Mapping[str, type],
                   fixed: Mapping[str, Any] = ()) -> tuple[dict[str, Any], dict[str, dict[str, Any]]]:
-    """The ``data`` section checked against a script's schema: ``keys`` (besides ``splits``) and, for
-    every split, ``split_keys`` (name -> type, all required); ``${out}`` is filled in string values.
-    ``fixed``: keys whose value the script implements and the protocol must state as is (the generator).
+    """The ``data`` section checked against a script's schema (:func:`section_settings`): ``keys``
+    (besides ``splits``) and, for every split, ``split_keys``. ``fixed``: keys whose value the script
+    implements and the protocol must state as is (the generator).
 
     Returns (data settings, split -> its settings). Raises InputError naming the field.
     """
-    def check(field: str, raw: Mapping[str, Any], schema: Mapping[str, type]) -> dict[str, Any]:
-        _only(protocol.path, field, raw, tuple(schema))
-        settings = {}
-        for key, tp in schema.items():
-            value = raw.get(key)
-            if value is None or isinstance(value, bool) or not isinstance(value, tp):
-                raise _fail(protocol.path, f"{field}.{key}", f"a {tp.__name__}", value)
-            settings[key] = fill(protocol, f"{field}.{key}", value, out=out) if isinstance(value, str) else value
-        return settings
-
-    data = check("data", {k: v for k, v in protocol.data.items() if k != "splits"}, keys)
+    data = section_settings(protocol, "data", {k: v for k, v in protocol.data.items() if k != "splits"}, keys, out)
     for key, expected in dict(fixed).items():
         if data[key] != expected:
             raise _fail(protocol.path, f"data.{key}", f"{expected!r} (what this experiment script runs)", data[key])
-    return data, {split: check(f"data.splits.{split}", protocol.data["splits"][split], split_keys)
-                  for split in SPLITS}
+    return data, {split: section_settings(protocol, f"data.splits.{split}", protocol.data["splits"][split],
+                                          split_keys, out) for split in SPLITS}
 
 
 def generate_once(root: Path, split: str, settings: Mapping[str, Any], write: Callable[[], Any]) -> None:

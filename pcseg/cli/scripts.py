@@ -11,7 +11,7 @@ from typing import Callable
 __all__ = ["TOOLS"]
 
 TOOLS = ("train", "test", "make_budget", "make_synthetic", "visualize", "active_learn", "annotate", "pretrain_slidr",
-         "demo", "convert_checkpoint", "export")
+         "demo", "convert_checkpoint", "export", "ovs")
 """Modules of pcseg.cli with a console script ``pcseg-<name, - for _>`` (see setup.py)."""
 
 

@@ -13,6 +13,7 @@ from pcseg.methods.slidr import (CachedTeacher, ResNet50Trunk, SLidR, SLidRModel
 from pcseg.methods.slidr import teacher as teacher_module
 from pcseg.models import build_model
 from pcseg.sparse import SparseTensor
+from slidr_helpers import PoolTeacher
 
 STATE = TrainState(epoch=0, step=0, max_epochs=1, max_steps=1, iters_per_epoch=1)
 
@@ -120,17 +121,6 @@ def test_teacher_weights_that_do_not_fit_raise_naming_the_file(tmp_path):
         build_teacher({"name": "ResNet50", "weights": str(tmp_path / "absent.pth")})
 
 
-class _PoolTeacher(nn.Module):
-    """Any module mapping images to maps: here 4x4 average pooling and a fixed 1x1 conv to 6 channels."""
-
-    def __init__(self):
-        super().__init__()
-        self.conv = nn.Conv2d(3, 6, 1)
-
-    def forward(self, images):
-        return self.conv(nn.functional.avg_pool2d(images, 4))
-
-
 def _camera_batch():
     """Two 8x12 images with 6 superpixels each, 40 points on a 3-D grid, some outside the image."""
     gen = torch.Generator().manual_seed(3)
@@ -152,7 +142,7 @@ def _camera_batch():
 def test_slidr_loss_is_the_info_nce_of_pooled_head_outputs():
     torch.manual_seed(0)
     backbone = build_model({"name": "Res16UNet14A", "in_channels": 1, "num_classes": 19, "D": 3})
-    method = SLidR(teacher=_PoolTeacher(), projection_dim=8, head_lr=0.5)
+    method = SLidR(teacher=PoolTeacher(), projection_dim=8, head_lr=0.5)
     model = method.wrap(backbone)
     assert isinstance(model, SLidRModel) and model.backbone is backbone and set(model.saved_modules()) == {"heads"}
     groups = method.param_groups(model)
@@ -241,8 +231,8 @@ def test_slidr_loss_by_hand_normalises_each_point_and_pixel_before_pooling():
     assert method.losses(model, batch, STATE)["nce"].item() == pytest.approx(total / 3, rel=1e-5)
 
 
-class _CountingTeacher(_PoolTeacher):
-    """_PoolTeacher that records how many images it was run on."""
+class _CountingTeacher(PoolTeacher):
+    """PoolTeacher that records how many images it was run on."""
 
     def __init__(self):
         super().__init__()
@@ -256,7 +246,7 @@ class _CountingTeacher(_PoolTeacher):
 def test_cached_teacher_returns_the_teachers_maps_and_skips_images_it_holds():
     torch.manual_seed(0)
     counting = _CountingTeacher()
-    reference = build_teacher(_PoolTeacher())
+    reference = build_teacher(PoolTeacher())
     reference.network.load_state_dict(counting.state_dict(), strict=False)
     cached = CachedTeacher(build_teacher(counting), max_images=3)
     images = torch.rand(5, 3, 8, 12)
@@ -284,7 +274,7 @@ def test_slidr_with_a_teacher_cache_gives_the_same_loss():
     assert plain_model.teacher.network.images_seen == 1 + 6
     assert cached_model.teacher.teacher.network.images_seen == 1 + 2
     with pytest.raises(ValueError, match="teacher_cache >= 0"):
-        SLidR(teacher=_PoolTeacher(), teacher_cache=-1)
+        SLidR(teacher=PoolTeacher(), teacher_cache=-1)
 
 
 def test_slidr_is_registered_and_checks_its_batch():
@@ -293,7 +283,7 @@ def test_slidr_is_registered_and_checks_its_batch():
     backbone = build_model({"name": "Res16UNet14A", "in_channels": 1, "num_classes": 19, "D": 3})
     with pytest.raises(FileNotFoundError, match="absent.pth not found"):
         method.wrap(backbone)
-    method = SLidR(teacher=_PoolTeacher())
+    method = SLidR(teacher=PoolTeacher())
     with pytest.raises(KeyError, match="lacks images.*use data.name: LidarCamera"):
         method.losses(method.wrap(backbone), {"coords": torch.zeros(1, 4, dtype=torch.int32)}, STATE)
     with pytest.raises(TypeError, match="expected the SLidRModel of SLidR.wrap"):

@@ -4,12 +4,12 @@ import math
 
 import pytest
 import torch
-from torch import nn
 
 from pcseg.engine.hooks import TrainState
 from pcseg.methods import build_method
 from pcseg.methods.slidr import SLidR, point_info_nce
 from pcseg.models import build_model
+from slidr_helpers import PoolTeacher
 
 STATE = TrainState(epoch=0, step=0, max_epochs=1, max_steps=1, iters_per_epoch=1)
 
@@ -78,17 +78,6 @@ def test_point_info_nce_checks_its_inputs():
     assert none.item() == 0.0 and none.requires_grad
 
 
-class _PoolTeacher(nn.Module):
-    """Images (B, 3, 8, 12) → 4x4 average pooling → a 1x1 conv to 6 channels."""
-
-    def __init__(self):
-        super().__init__()
-        self.conv = nn.Conv2d(3, 6, 1)
-
-    def forward(self, images):
-        return self.conv(nn.functional.avg_pool2d(images, 4))
-
-
 def _camera_batch():
     """Two 8x12 images, points on a 3-D grid in two scans; each point sees a pixel of its own image or none."""
     gen = torch.Generator().manual_seed(5)
@@ -109,7 +98,7 @@ def _camera_batch():
 def test_slidr_point_pooling_is_the_info_nce_of_each_points_pixel():
     torch.manual_seed(0)
     backbone = build_model({"name": "Res16UNet14A", "in_channels": 1, "num_classes": 19, "D": 3})
-    method = SLidR(teacher=_PoolTeacher(), projection_dim=8, pooling="point", num_matches=None)
+    method = SLidR(teacher=PoolTeacher(), projection_dim=8, pooling="point", num_matches=None)
     model = method.wrap(backbone)
     batch = _camera_batch()
     loss = method.losses(model, batch, STATE)["nce"]
@@ -125,7 +114,7 @@ def test_slidr_point_pooling_is_the_info_nce_of_each_points_pixel():
     loss.backward()
     assert backbone.stem[0].weight.grad is not None and all(p.grad is not None for p in model.heads.parameters())
 
-    superpixel = SLidR(teacher=_PoolTeacher(), projection_dim=8)
+    superpixel = SLidR(teacher=PoolTeacher(), projection_dim=8)
     other = superpixel.wrap(backbone)
     other.heads.load_state_dict(model.heads.state_dict())
     other.teacher.network.load_state_dict(model.teacher.network.state_dict())
@@ -137,6 +126,6 @@ def test_pooling_is_chosen_in_yaml_and_checked():
     assert (method.pooling, method.num_matches) == ("point", 64)
     assert build_method({"name": "SLidR", "teacher": {"name": "ResNet50"}}).pooling == "superpixel"
     with pytest.raises(ValueError, match="SLidR.pooling: expected 'superpixel' or 'point', got 'voxel'"):
-        SLidR(teacher=_PoolTeacher(), pooling="voxel")
+        SLidR(teacher=PoolTeacher(), pooling="voxel")
     with pytest.raises(ValueError, match="SLidR.num_matches: expected >= 1 or None, got 0"):
-        SLidR(teacher=_PoolTeacher(), num_matches=0)
+        SLidR(teacher=PoolTeacher(), num_matches=0)

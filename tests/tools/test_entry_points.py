@@ -25,7 +25,7 @@ def test_every_tool_is_an_installed_script_and_a_shim():
                 "pcseg-visualize=pcseg.cli.scripts:visualize", "pcseg-active-learn=pcseg.cli.scripts:active_learn",
                 "pcseg-annotate=pcseg.cli.scripts:annotate", "pcseg-pretrain-slidr=pcseg.cli.scripts:pretrain_slidr",
                 "pcseg-demo=pcseg.cli.scripts:demo", "pcseg-convert-checkpoint=pcseg.cli.scripts:convert_checkpoint",
-                "pcseg-export=pcseg.cli.scripts:export"}
+                "pcseg-export=pcseg.cli.scripts:export", "pcseg-ovs=pcseg.cli.scripts:ovs"}
     assert set(_console_scripts()) == expected and set(scripts.TOOLS) == {e.split(':')[1] for e in expected}
     for tool in scripts.TOOLS:
         shim = (REPO / "tools" / f"{tool}.py").read_text(encoding="utf-8")

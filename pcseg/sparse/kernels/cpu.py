@@ -1,0 +1,95 @@
+"""The compiled CPU kernels (``cpu/sparse_cpu.cpp``), built on first use with the system's C++ compiler.
+
+Three ops on a neighbour table ``(N_out, K) int32`` (-1: no input):
+
+* :func:`conv_forward` — ``out[o] = Σ_k feats[table[o, k]] @ weight[k]``, output-stationary: each
+  block of 64 output rows is one task and sums its offsets and channels in a fixed order, so the bits
+  do not depend on the thread count; no pair buffer, no scatter.
+* :func:`conv_weight_grad` — ``grad[k] = Σ_o feats[table[o, k]]ᵀ grad_out[o]``, one task per offset
+  (it reads the table transposed, ``(K, N_out)``, one offset's rows contiguous).
+* :func:`lookup_table` — the table itself, by one merge join of sorted keys per offset.
+
+The extension is compiled once per machine, torch version and CPU capability with
+``torch.utils.cpp_extension.load`` (about a minute; ``make venv`` does it ahead) into torch's extension
+cache (``TORCH_EXTENSIONS_DIR``). Without a working compiler :func:`available` is False, the reason
+is in :func:`unavailable_reason`, and the sparse core uses its pure-torch path.
+"""
+from __future__ import annotations
+
+import hashlib
+import logging
+import threading
+from pathlib import Path
+from types import ModuleType
+from typing import Optional
+
+import torch
+from torch import Tensor
+
+__all__ = ["available", "unavailable_reason", "load", "conv_forward", "conv_weight_grad", "lookup_table"]
+
+_SOURCE = Path(__file__).with_name("cpu") / "sparse_cpu.cpp"
+_log = logging.getLogger(__name__)
+_lock = threading.Lock()
+_module: Optional[ModuleType] = None
+_error: Optional[str] = None
+
+
+def _arch_flags() -> list[str]:
+    """Vector ISA flags for the CPU torch runs on (never ``-march=native``: a cache may be shared)."""
+    capability = torch.backends.cpu.get_cpu_capability()
+    if capability in ("AVX2", "AVX512"):
+        return ["-mavx2", "-mfma"]
+    return []
+
+
+def load() -> Optional[ModuleType]:
+    """The compiled module, building it on the first call; None if it cannot be built (see reason)."""
+    global _module, _error
+    if _module is not None or _error is not None:
+        return _module
+    with _lock:
+        if _module is None and _error is None:
+            flags = ["-O3", *_arch_flags()]
+            tag = hashlib.sha1(_SOURCE.read_bytes() + " ".join(flags).encode()).hexdigest()[:10]
+            try:
+                from torch.utils import cpp_extension
+                _log.info("pcseg: building the CPU sparse kernels (once per machine, about a minute)")
+                _module = cpp_extension.load(f"pcseg_sparse_cpu_{tag}", [str(_SOURCE)], extra_cflags=flags,
+                                             verbose=False)
+            except Exception as exc:  # no compiler, no headers, a failed build: the torch path remains
+                _error = f"{type(exc).__name__}: {str(exc).strip().splitlines()[-1] if str(exc).strip() else ''}"
+    return _module
+
+
+def available() -> bool:
+    """Whether the compiled kernels can be used (builds them on the first call)."""
+    return load() is not None
+
+
+def unavailable_reason() -> Optional[str]:
+    """Why :func:`load` returned None (the build error's last line), or None."""
+    load()
+    return _error
+
+
+def conv_forward(feats: Tensor, table: Tensor, weight: Tensor) -> Tensor:
+    """feats (N_in, C_in) float32, table (N_out, K) int32, weight (K, C_in, C_out) float32 → (N_out, C_out)."""
+    return load().conv_forward(feats.contiguous(), table.contiguous(), weight.contiguous())
+
+
+def conv_weight_grad(feats: Tensor, grad_out: Tensor, columns: Tensor) -> Tensor:
+    """feats (N_in, C_in), grad_out (N_out, C_out) float32, columns (K, N_out) int32 (the table
+    transposed) → (K, C_in, C_out)."""
+    return load().conv_weight_grad(feats.contiguous(), grad_out.contiguous(), columns.contiguous())
+
+
+def lookup_table(in_keys: Tensor, in_order: Tensor, out_keys: Tensor, out_order: Tensor,
+                 offset_keys: Tensor) -> Tensor:
+    """(N_out, K) int32 rows of ``out_key + offset_key`` among the inputs, -1 where absent.
+
+    in_keys, out_keys: (N,) sorted int64 keys; in_order, out_order: (N,) int64 rows of each sorted key;
+    offset_keys: (K,) int64.
+    """
+    return load().lookup_table(in_keys.contiguous(), in_order.contiguous(), out_keys.contiguous(),
+                               out_order.contiguous(), offset_keys.contiguous())
