@@ -176,8 +176,15 @@ class Pcseg:
         self.SparseTensor, self.SparseConv, self.coords = SparseTensor, SparseConv, coords
 
     def build_map(self) -> None:
+        """Coordinate context + kernel map in the form the backend's convolution reads: the neighbour
+        table (compiled CPU kernels) or the pairs and their CSR reducer (torch path)."""
+        from pcseg.sparse.kernels import conv_kernel
         x = self.SparseTensor(torch.empty(len(self.coords), 1), self.coords)
-        x.context.kernel_map(x.stride, KERNEL, (1, 1, 1), (1, 1, 1)).reducer(torch.float32)
+        kmap = x.context.kernel_map(x.stride, KERNEL, (1, 1, 1), (1, 1, 1))
+        if conv_kernel(x.F.device, torch.float32) == "torch":
+            kmap.reducer(torch.float32)
+        else:
+            kmap.neighbor_table()
 
     def conv(self, feats: torch.Tensor, weight: torch.Tensor, grad: torch.Tensor
              ) -> tuple[Callable[[], torch.Tensor], Callable[[], ConvResult]]:
@@ -327,12 +334,27 @@ ENGINE_CLASSES = {"pcseg": Pcseg, "spconv": Spconv, "me": Minkowski}
 
 # -------------------------------------------------------------------------------------------- worker
 def run_worker(engine: str, phase: str, work_dir: Path, threads: int, repeats: int,
-               unet_dtypes: Iterable[str]) -> None:
-    """One engine in this process: ``check`` saves its conv results, ``time`` prints its case lines."""
+               unet_dtypes: Iterable[str], pcseg_backend: str = "auto") -> None:
+    """One engine in this process: ``check`` saves its conv results, ``time`` prints its case lines.
+
+    pcseg_backend: pcseg's :func:`~pcseg.sparse.kernels.conv_backend` for the whole run.
+    """
+    if engine == "pcseg":
+        from pcseg.sparse.kernels import conv_backend, conv_kernel
+        with conv_backend(pcseg_backend):
+            meta_kernel = conv_kernel(torch.device("cpu"), torch.float32)
+            _run_engine_cases(engine, phase, work_dir, threads, repeats, unet_dtypes, {"kernel": meta_kernel})
+    else:
+        _run_engine_cases(engine, phase, work_dir, threads, repeats, unet_dtypes, {})
+
+
+def _run_engine_cases(engine: str, phase: str, work_dir: Path, threads: int, repeats: int,
+                      unet_dtypes: Iterable[str], extra: dict[str, Any]) -> None:
+    """The body of :func:`run_worker`; ``extra`` goes into every line's metadata."""
     torch.set_num_threads(threads)
     data = np.load(work_dir / "inputs.npz")
     coords = torch.from_numpy(data["coords"])
-    meta = {"engine": engine, "threads": threads, "voxels": len(coords)}
+    meta = {"engine": engine, "threads": threads, "voxels": len(coords), **extra}
     try:
         impl = ENGINE_CLASSES[engine](coords)
     except EngineMissing as exc:
@@ -387,7 +409,7 @@ def run_engine(engine: str, phase: str, args: argparse.Namespace, work_dir: Path
            "PYTHONPATH": os.pathsep.join(filter(None, [str(REPO), os.environ.get("PYTHONPATH")]))}
     cmd = [sys.executable, str(Path(__file__).resolve()), "--engine", engine, "--phase", phase,
            "--work-dir", str(work_dir), "--threads", threads, "--repeats", str(args.repeats),
-           "--unet-dtypes", *args.unet_dtypes]
+           "--unet-dtypes", *args.unet_dtypes, "--pcseg-backend", args.pcseg_backend]
     out = subprocess.run(cmd, env=env, capture_output=True, text=True)
     if out.returncode:
         raise SystemExit(f"bench_sparse.py: {engine} ({phase}) failed:\n{out.stderr[-4000:]}")
@@ -454,6 +476,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--atol", type=float, default=1e-4, help="agreement tolerance (x max(1, max|ref|))")
     parser.add_argument("--unet-dtypes", nargs="*", choices=("fp32", "bf16"), default=["fp32", "bf16"],
                         help="Res16UNet34C forward cases (bf16: pcseg under autocast); none to skip the U-Net")
+    parser.add_argument("--pcseg-backend", choices=("auto", "torch", "cpu"), default="auto",
+                        help="pcseg's conv backend (auto: the compiled CPU kernels where they build)")
     parser.add_argument("--work-dir", type=Path, help="where inputs and check results go (default: a temp dir)")
     parser.add_argument("--engine", choices=ENGINES, help=argparse.SUPPRESS)   # worker mode
     parser.add_argument("--phase", choices=("check", "time"), help=argparse.SUPPRESS)
@@ -461,7 +485,8 @@ def main(argv: list[str] | None = None) -> None:
     if args.repeats < 1 or args.threads < 1 or args.voxels < 1:
         parser.error("--repeats, --threads and --voxels must be >= 1")
     if args.engine:
-        run_worker(args.engine, args.phase, args.work_dir, args.threads, args.repeats, args.unet_dtypes)
+        run_worker(args.engine, args.phase, args.work_dir, args.threads, args.repeats, args.unet_dtypes,
+                   args.pcseg_backend)
     elif args.work_dir:
         args.work_dir.mkdir(parents=True, exist_ok=True)
         drive(args, args.work_dir)

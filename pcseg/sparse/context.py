@@ -86,6 +86,7 @@ class CoordinateContext:
             out_stride = self.downsample(in_stride, stride)
             step = tuple(s * d for s, d in zip(in_stride, dilation))
             kmap = build_kernel_map(self.sorted_keys(in_stride), self.coords(out_stride), kernel_size,
-                                    step, same_sites=out_stride == in_stride, workspace=self.workspace)
+                                    step, same_sites=out_stride == in_stride, workspace=self.workspace,
+                                    out_keys=self.sorted_keys(out_stride))
         self._maps[key] = kmap
         return kmap

@@ -1,6 +1,14 @@
-"""Sparse convolution and pooling on kernel maps: gather → GEMM → scatter per kernel offset.
+"""Sparse convolution and pooling on kernel maps.
 
-Each offset k gathers its input rows into a small scratch buffer and multiplies them by ``weight[k]``
+Three kernels compute a convolution (chosen by :func:`~pcseg.sparse.kernels.conv_backend`):
+
+* ``"cpu"`` (the default for float32 CPU tensors where the compiled kernels build): one
+  output-stationary pass through the map's neighbour table (:mod:`pcseg.sparse.kernels.cpu`); no
+  pair buffer, no scatter, the same bits at any thread count.
+* ``"fused"``: the Triton kernels (:mod:`pcseg.sparse.kernels.implicit_gemm`).
+* ``"torch"``: gather → GEMM → scatter per kernel offset, described next.
+
+On the torch path each offset k gathers its input rows into a small scratch buffer and multiplies them by ``weight[k]``
 (C_in, C_out) into its slice of one (P, C_out) buffer, and a cached sparse CSR matrix sums the buffer rows into
 their output sites (a segment sum: no atomics, the same result run to run). The identity offset of a
 submanifold map is a plain matrix product with no gather or scatter. Reductions accumulate in
@@ -8,8 +16,7 @@ float32 under bf16/fp16 autocast. The backward pass recomputes the gathers inste
 Scratch buffers come from the kernel map's :class:`~pcseg.sparse.kmap.Workspace`, shared by the
 layers of one pass, so large CPU buffers are not faulted in anew by every layer.
 
-Everything here is plain torch and runs on CPU and CUDA tensors alike; an optional Triton kernel
-(:mod:`pcseg.sparse.kernels`, off by default) fuses the forward pass and both gradients.
+The torch path is plain torch and runs on CPU and CUDA tensors alike.
 
 A traced kernel map (``torch.export`` / ``torch.compile``, :meth:`KernelMap.from_table`) has a fixed
 (N_out, K) neighbour table instead of pairs: the convolution is then ``Σ_k gather_k(feats) @ W[k]``
@@ -21,18 +28,21 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from .kernels import fused_conv_enabled
+from .kernels import conv_kernel
+from .kernels import cpu as cpu_kernels
 from .kmap import KernelMap
 
 __all__ = ["sparse_conv", "sparse_pool", "global_pool"]
 
 
-def _conv_forward(feats: Tensor, weight: Tensor, kmap: KernelMap, fused: bool) -> Tensor:
+def _conv_forward(feats: Tensor, weight: Tensor, kmap: KernelMap, kernel: str) -> Tensor:
     """out = Σ_k scatter_k(gather_k(feats) @ weight[k]); feats (N_in, C_in), weight (K, C_in, C_out).
 
-    ``fused``: one Triton kernel does it (the "fused" backend of :mod:`pcseg.sparse.kernels`).
+    kernel: "torch", "cpu" or "fused" (:func:`~pcseg.sparse.kernels.conv_kernel`).
     """
-    if fused:
+    if kernel == "cpu":
+        return cpu_kernels.conv_forward(feats, kmap.neighbor_table(), weight)
+    if kernel == "fused":
         from .kernels.implicit_gemm import implicit_gemm_conv  # imports Triton only when asked for
         return implicit_gemm_conv(feats, weight, kmap.neighbor_table())
     acc_dtype = torch.promote_types(feats.dtype, torch.float32)
@@ -87,9 +97,11 @@ def _conv_table(feats: Tensor, weight: Tensor, kmap: KernelMap) -> Tensor:
     return out.to(feats.dtype)
 
 
-def _conv_weight_grad(feats: Tensor, grad_out: Tensor, weight: Tensor, kmap: KernelMap, fused: bool) -> Tensor:
-    """dL/dW[k] = gather_k(feats)^T @ gather_k(grad_out), (K, C_in, C_out); one Triton kernel if ``fused``."""
-    if fused:
+def _conv_weight_grad(feats: Tensor, grad_out: Tensor, weight: Tensor, kmap: KernelMap, kernel: str) -> Tensor:
+    """dL/dW[k] = gather_k(feats)^T @ gather_k(grad_out), (K, C_in, C_out), on ``kernel``."""
+    if kernel == "cpu":
+        return cpu_kernels.conv_weight_grad(feats, grad_out, kmap.columns())
+    if kernel == "fused":
         from .kernels.implicit_gemm import implicit_gemm_weight_grad
         return implicit_gemm_weight_grad(feats, grad_out, kmap.neighbor_table())
     grad_weight = torch.zeros_like(weight)
@@ -112,8 +124,8 @@ class _SparseConvFunction(torch.autograd.Function):
     def forward(ctx, feats: Tensor, weight: Tensor, kmap: KernelMap) -> Tensor:
         ctx.save_for_backward(feats, weight)
         ctx.kmap = kmap
-        ctx.fused = fused_conv_enabled(feats.device)  # the backend chosen now also runs the backward pass
-        return _conv_forward(feats, weight, kmap, ctx.fused)
+        ctx.kernel = conv_kernel(feats.device, feats.dtype)  # the kernel chosen now also runs the backward
+        return _conv_forward(feats, weight, kmap, ctx.kernel)
 
     @staticmethod
     def backward(ctx, grad_out: Tensor):
@@ -125,11 +137,11 @@ class _SparseConvFunction(torch.autograd.Function):
             if kmap.identity >= 0:
                 # A submanifold map is symmetric: its transpose is itself with the offsets reversed,
                 # so the input gradient reuses this map (and its cached reducer) with flipped weights.
-                grad_feats = _conv_forward(grad_out, weight.flip(0).transpose(1, 2), kmap, ctx.fused)
+                grad_feats = _conv_forward(grad_out, weight.flip(0).transpose(1, 2), kmap, ctx.kernel)
             else:
-                grad_feats = _conv_forward(grad_out, weight.transpose(1, 2), kmap.transposed(), ctx.fused)
+                grad_feats = _conv_forward(grad_out, weight.transpose(1, 2), kmap.transposed(), ctx.kernel)
         if ctx.needs_input_grad[1]:
-            grad_weight = _conv_weight_grad(feats, grad_out, weight, kmap, ctx.fused)
+            grad_weight = _conv_weight_grad(feats, grad_out, weight, kmap, ctx.kernel)
         return grad_feats, grad_weight, None
 
 
@@ -144,7 +156,7 @@ def sparse_conv(feats: Tensor, weight: Tensor, kmap: KernelMap) -> Tensor:
                          f"got {tuple(weight.shape)}")
     if feats.shape[0] != kmap.n_in:
         raise ValueError(f"feats has {feats.shape[0]} rows but the kernel map expects {kmap.n_in} input sites")
-    conv = _SparseConvFunction.apply if kmap.has_pairs else _conv_table
+    conv = _conv_table if kmap.traced else _SparseConvFunction.apply
     if torch.is_autocast_enabled(feats.device.type):
         dtype = torch.get_autocast_dtype(feats.device.type)
         with torch.autocast(feats.device.type, enabled=False):
@@ -159,7 +171,7 @@ def sparse_pool(feats: Tensor, kmap: KernelMap, mode: str) -> Tensor:
         raise ValueError("pooling needs a strided kernel map (stride > 1), got a submanifold map")
     if mode not in ("max", "avg"):
         raise ValueError(f"pooling mode must be 'max' or 'avg', got {mode!r}")
-    if not kmap.has_pairs:
+    if kmap.traced:
         return _pool_table(feats, kmap, mode)
     gathered = feats.index_select(0, kmap.in_idx)
     index = kmap.out_idx[:, None].expand_as(gathered)

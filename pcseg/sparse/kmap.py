@@ -14,8 +14,9 @@ and a checkpoint from another library converts by permuting the K axis.
 
 Two forms
 ---------
-Eagerly a map is a list of (input, output) pairs grouped by offset, with Python-int group bounds
-``ptr`` (the gather-GEMM-scatter path). While ``torch.export`` / ``torch.compile`` traces
+Eagerly a map is a neighbour table (built by the compiled CPU kernels' merge join) or a list of
+(input, output) pairs grouped by offset with Python-int group bounds ``ptr`` (the pure-torch
+gather-GEMM-scatter path); each is derived from the other when asked for. While ``torch.export`` / ``torch.compile`` traces
 (:func:`~pcseg.sparse.coords.tracing`) the map is built as a fixed-shape ``(N_out, K)``
 neighbour table instead: no host syncs, no Python values taken from tensors, only the number of
 sites is data-dependent. Look-ups then use a sort-merge (:meth:`SortedKeys.lookup_sort_merge`)
@@ -24,13 +25,14 @@ instead of ``searchsorted``, so the traced graph is expressible in ONNX.
 from __future__ import annotations
 
 import warnings
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from itertools import product
 from typing import Optional
 
 import torch
 from torch import Tensor
 
+from .kernels import compiled_kmaps, cpu as cpu_kernels
 from .coords import BATCH_BITS, axis_bits, check_range, offset_keys, pack_keys, tracing
 
 __all__ = ["kernel_offsets", "KernelMap", "build_kernel_map", "invert_table", "SortedKeys", "Workspace"]
@@ -118,51 +120,79 @@ class Workspace:
         return buf[: rows * cols].view(rows, cols)
 
 
-@dataclass
 class KernelMap:
-    """Input→output pairs of a sparse convolution, grouped by kernel offset.
+    """Input→output pairs of a sparse convolution, as a neighbour table and/or pairs grouped by offset.
 
-    in_idx, out_idx: (P,) int64 pairs; the pairs of offset k are ``[ptr[k], ptr[k+1])``.
-    ptr: list of K+1 python ints. n_in, n_out: number of input and output sites.
+    Two equivalent descriptions, each derived from the other on first use and cached:
+
+    * the neighbour table :meth:`neighbor_table`, (n_out, K) int32: the input row feeding output
+      site i through offset k, or -1 (the layout of the compiled and fused kernels);
+    * the pairs ``in_idx, out_idx`` (P,) int64, those of offset k at ``[ptr[k], ptr[k+1])`` in
+      ascending output order, ``ptr`` a list of K+1 python ints (the pure-torch pair path).
+
+    n_in, n_out: number of input and output sites.
     identity: index of an offset that maps every site i to itself (the centre of a submanifold
     map), or -1. Its pairs are not stored (its range in ``ptr`` is empty): kernels apply it as a
-    plain matrix product without gather or scatter.
+    plain matrix product without gather or scatter. The table holds it like any other offset.
     workspace: scratch buffers shared with the other maps of the same context.
-
-    A traced map (:meth:`from_table`) has no pairs: ``in_idx``, ``out_idx`` and ``ptr`` are None and
-    only :meth:`neighbor_table` / :meth:`gather_index` describe it.
+    traced: built while ``torch.export`` / ``torch.compile`` traced: only the table exists (pairs
+    would need host syncs), and convolutions gather through it.
     """
 
-    in_idx: Optional[Tensor]
-    out_idx: Optional[Tensor]
-    ptr: Optional[list[int]]
-    n_in: int
-    n_out: int
-    identity: int = -1
-    workspace: Workspace = field(default_factory=Workspace, repr=False)
-
-    def __post_init__(self) -> None:
+    def __init__(self, n_in: int, n_out: int, *, pairs: Optional[tuple[Tensor, Tensor, list[int]]] = None,
+                 table: Optional[Tensor] = None, identity: int = -1, workspace: Optional[Workspace] = None,
+                 traced: bool = False) -> None:
+        if pairs is None and table is None:
+            raise ValueError("a KernelMap needs its pairs or its neighbour table")
+        self.n_in, self.n_out, self.identity, self.traced = n_in, n_out, identity, traced
+        self.workspace = workspace or Workspace()
+        self._pairs = pairs
+        self._table = table
+        self._columns: Tensor | None = None
         self._reducers: dict[torch.dtype, Tensor] = {}
         self._transposed: KernelMap | None = None
-        self._table: Tensor | None = None
         self._gather: Tensor | None = None
+
+    def __repr__(self) -> str:
+        return (f"KernelMap(n_in={self.n_in}, n_out={self.n_out}, K={self.kernel_volume}, "
+                f"identity={self.identity}, traced={self.traced})")
 
     @classmethod
     def from_table(cls, table: Tensor, n_in: int, identity: int = -1,
-                   workspace: Optional[Workspace] = None) -> "KernelMap":
-        """A map given by its (N_out, K) int32 neighbour table alone (-1: no input), the traced form."""
-        kmap = cls(None, None, None, n_in, table.shape[0], identity, workspace or Workspace())
-        kmap._table = table
-        return kmap
-
-    @property
-    def has_pairs(self) -> bool:
-        """False for a traced map (:meth:`from_table`): convolutions then gather through the table."""
-        return self.ptr is not None
+                   workspace: Optional[Workspace] = None, traced: bool = False) -> "KernelMap":
+        """A map given by its (N_out, K) int32 neighbour table (-1: no input)."""
+        return cls(n_in, table.shape[0], table=table, identity=identity, workspace=workspace, traced=traced)
 
     @property
     def kernel_volume(self) -> int:
-        return len(self.ptr) - 1 if self.ptr is not None else self._table.shape[1]
+        return len(self._pairs[2]) - 1 if self._pairs is not None else self._table.shape[1]
+
+    @property
+    def in_idx(self) -> Tensor:
+        return self._pair_lists()[0]
+
+    @property
+    def out_idx(self) -> Tensor:
+        return self._pair_lists()[1]
+
+    @property
+    def ptr(self) -> list[int]:
+        return self._pair_lists()[2]
+
+    def _pair_lists(self) -> tuple[Tensor, Tensor, list[int]]:
+        """(in_idx, out_idx, ptr), derived from the table on first use (not for a traced map)."""
+        if self._pairs is None:
+            if self.traced:
+                raise RuntimeError("a traced kernel map has no pairs (they need host syncs); use its table")
+            columns = self.columns()
+            present = columns >= 0
+            if self.identity >= 0:
+                present[self.identity] = False
+            k_idx, out_idx = present.nonzero(as_tuple=True)                 # by offset, outputs ascending
+            counts = torch.bincount(k_idx, minlength=self.kernel_volume)
+            self._pairs = (columns[k_idx, out_idx].to(torch.int64), out_idx,
+                           [0] + torch.cumsum(counts, 0).tolist())
+        return self._pairs
 
     def pairs(self, k: int) -> tuple[Tensor, Tensor]:
         """(in_idx, out_idx) of offset k, each (P_k,) int64 (empty for the identity offset)."""
@@ -172,31 +202,39 @@ class KernelMap:
     def transposed(self) -> "KernelMap":
         """The map of the transposed convolution: same pairs, input and output swapped (cached)."""
         if self._transposed is None:
-            if self.has_pairs:
-                self._transposed = KernelMap(self.out_idx, self.in_idx, self.ptr, self.n_out, self.n_in,
-                                             self.identity, self.workspace)
+            if self._pairs is not None:
+                in_idx, out_idx, ptr = self._pairs
+                self._transposed = KernelMap(self.n_out, self.n_in, pairs=(out_idx, in_idx, ptr),
+                                             identity=self.identity, workspace=self.workspace)
             else:
                 self._transposed = KernelMap.from_table(invert_table(self._table, self.n_in), self.n_out,
-                                                        self.identity, self.workspace)
+                                                        self.identity, self.workspace, self.traced)
             self._transposed._transposed = self
         return self._transposed
 
     def neighbor_table(self) -> Tensor:
         """(n_out, K) int32: the input row feeding output site i through offset k, -1 if none (cached).
 
-        The layout of the fused kernels (:mod:`pcseg.sparse.kernels`). Each (output, offset) has at
-        most one input: the input site is the output site moved by the offset.
+        The layout of the compiled and fused kernels (:mod:`pcseg.sparse.kernels`). Each (output,
+        offset) has at most one input: the input site is the output site moved by the offset.
         """
         if self._table is None:
-            device = self.out_idx.device
+            in_idx, out_idx, ptr = self._pairs
+            device = out_idx.device
             table = torch.full((self.n_out, self.kernel_volume), -1, dtype=torch.int32, device=device)
-            counts = torch.tensor([e - s for s, e in zip(self.ptr[:-1], self.ptr[1:])], device=device)
+            counts = torch.tensor([e - s for s, e in zip(ptr[:-1], ptr[1:])], device=device)
             offset_of_pair = torch.repeat_interleave(torch.arange(self.kernel_volume, device=device), counts)
-            table[self.out_idx, offset_of_pair] = self.in_idx.to(torch.int32)
+            table[out_idx, offset_of_pair] = in_idx.to(torch.int32)
             if self.identity >= 0:
                 table[:, self.identity] = torch.arange(self.n_out, dtype=torch.int32, device=device)
             self._table = table
         return self._table
+
+    def columns(self) -> Tensor:
+        """(K, n_out) int32: the neighbour table transposed, one offset's rows contiguous (cached)."""
+        if self._columns is None:
+            self._columns = self.neighbor_table().t().contiguous()
+        return self._columns
 
     def gather_index(self) -> Tensor:
         """(n_out, K) int64 rows to gather from the features with one zero row appended (cached).
@@ -215,10 +253,11 @@ class KernelMap:
         segment sum (no atomics), cached per dtype.
         """
         if dtype not in self._reducers:
-            device = self.out_idx.device
-            order = torch.argsort(self.out_idx, stable=True)
+            out_idx = self.out_idx
+            device = out_idx.device
+            order = torch.argsort(out_idx, stable=True)
             crow = torch.zeros(self.n_out + 1, dtype=torch.int64, device=device)
-            crow[1:] = torch.cumsum(torch.bincount(self.out_idx, minlength=self.n_out), 0)
+            crow[1:] = torch.cumsum(torch.bincount(out_idx, minlength=self.n_out), 0)
             ones = torch.ones(order.numel(), dtype=dtype, device=device)
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore", UserWarning)   # "sparse CSR support is in beta"
@@ -229,7 +268,7 @@ class KernelMap:
 
 def build_kernel_map(in_keys: SortedKeys, out_coords: Tensor, kernel_size: tuple[int, ...],
                      step: tuple[int, ...], same_sites: bool = False,
-                     workspace: Workspace | None = None) -> KernelMap:
+                     workspace: Workspace | None = None, out_keys: SortedKeys | None = None) -> KernelMap:
     """Match every output site with its inputs at ``out + offset * step``.
 
     in_keys: sorted keys of the input coords (N_in sites). out_coords: (N_out, 1+D) int32.
@@ -237,6 +276,10 @@ def build_kernel_map(in_keys: SortedKeys, out_coords: Tensor, kernel_size: tuple
     same_sites: True when input and output coords are the same set in the same order
     (submanifold): the centre offset is then marked as identity.
     workspace: scratch buffers to share with other maps (a new one when omitted).
+    out_keys: sorted keys of ``out_coords`` if the caller has them (sorted here otherwise).
+
+    On a CPU with the compiled kernels (:mod:`pcseg.sparse.kernels.cpu`) the neighbour table is
+    built directly by a merge join of the sorted keys; otherwise by ``searchsorted`` into pairs.
     """
     device = out_coords.device
     offsets = kernel_offsets(kernel_size, device) * torch.tensor(step, dtype=torch.int64, device=device)
@@ -246,11 +289,18 @@ def build_kernel_map(in_keys: SortedKeys, out_coords: Tensor, kernel_size: tuple
     n_in = in_keys.keys.shape[0]
     k_vol = offsets.shape[0]
     symmetric = same_sites and all(k % 2 == 1 for k in kernel_size)
+    identity = k_vol // 2 if symmetric else -1
+    traced = tracing()
+    if not traced and compiled_kmaps(device):
+        if out_keys is None:
+            out_keys = in_keys if same_sites else SortedKeys.from_coords(out_coords)
+        table = cpu_kernels.lookup_table(in_keys.keys, in_keys.order, out_keys.keys, out_keys.order,
+                                         offset_keys(offsets))
+        return KernelMap.from_table(table, n_in, identity, workspace)
     # Submanifold maps are symmetric: offset K-1-k is -offset_k, whose pairs are those of k swapped.
     # So only the first half is searched; the centre is the identity and stores no pairs.
     searched = k_vol // 2 if symmetric else k_vol
     query = offset_keys(offsets[:searched])[:, None] + pack_keys(out_coords, check=False)[None, :]
-    traced = tracing()
     dim = out_coords.shape[1] - 1
     if traced and BATCH_BITS + dim * axis_bits(dim) > 62:
         raise ValueError(f"a traced kernel map needs keys of at most 62 bits (D >= 2), got D={dim}")
@@ -260,19 +310,17 @@ def build_kernel_map(in_keys: SortedKeys, out_coords: Tensor, kernel_size: tuple
         if symmetric:
             centre = torch.arange(n_out, dtype=torch.int32, device=device)[:, None]
             table = torch.cat([table, centre, invert_table(table, n_out).flip(1)], dim=1)
-        return KernelMap.from_table(table, n_in, searched if symmetric else -1, workspace)
+        return KernelMap.from_table(table, n_in, identity, workspace, traced=True)
     k_idx, out_idx = (rows >= 0).nonzero(as_tuple=True)                 # grouped by offset
     in_idx = rows[k_idx, out_idx]
     counts = torch.bincount(k_idx, minlength=searched)
-    identity = -1
     if symmetric:
-        identity = searched
         halves = torch.split(torch.stack([in_idx, out_idx]), counts.tolist(), dim=1)
         mirrored = [h.flip(0) for h in reversed(halves)]                # offset K-1-k: (out, in) of k
         in_idx, out_idx = torch.cat([torch.stack([in_idx, out_idx])] + mirrored, dim=1)
         counts = torch.cat([counts, counts.new_zeros(1), counts.flip(0)])
     ptr = [0] + torch.cumsum(counts, 0).tolist()
-    return KernelMap(in_idx, out_idx, ptr, n_in, n_out, identity, workspace or Workspace())
+    return KernelMap(n_in, n_out, pairs=(in_idx, out_idx, ptr), identity=identity, workspace=workspace)
 
 
 def invert_table(table: Tensor, n_in: int) -> Tensor:

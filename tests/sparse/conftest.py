@@ -1,5 +1,5 @@
-"""Fixtures of the sparse-core tests: the fused Triton kernel (in Triton's interpreter without a GPU) and
-the traced form of the kernel maps."""
+"""Fixtures of the sparse-core tests: the compiled CPU kernels, the fused Triton kernel (in Triton's
+interpreter without a GPU) and the traced form of the kernel maps."""
 import importlib.util
 import os
 
@@ -26,13 +26,25 @@ def table_maps(monkeypatch):
     monkeypatch.setattr(kmap_module, "tracing", lambda: True)
 
 
-@pytest.fixture(params=["torch", "fused", "table"])
+@pytest.fixture
+def cpu_kernels():
+    """Skips unless the compiled CPU kernels build here (a C++ compiler and torch's headers)."""
+    from pcseg.sparse.kernels import cpu
+    if not cpu.available():
+        pytest.skip(f"the compiled CPU kernels do not build here: {cpu.unavailable_reason()}")
+
+
+@pytest.fixture(params=["torch", "cpu", "fused", "table"])
 def conv_path(request):
-    """Run a test on the torch pair path, with the fused kernel switched on, and on the traced
-    form of the kernel maps (the path of torch.export / torch.compile) run eagerly."""
+    """Run a test on the torch pair path, on the compiled CPU kernels, with the fused Triton kernel
+    switched on, and on the traced form of the kernel maps (the path of torch.export /
+    torch.compile) run eagerly."""
+    backend = {"torch": "torch", "cpu": "cpu", "fused": "fused", "table": "torch"}[request.param]
     if request.param == "fused":
         request.getfixturevalue("triton_kernels")
+    elif request.param == "cpu":
+        request.getfixturevalue("cpu_kernels")
     elif request.param == "table":
         request.getfixturevalue("table_maps")
-    with conv_backend("fused" if request.param == "fused" else "torch"):
+    with conv_backend(backend):
         yield request.param

@@ -121,6 +121,49 @@ def test_gradients_equal_dense_autograd(kind):
     torch.testing.assert_close(got, w_dense.grad, rtol=1e-4, atol=1e-4)
 
 
+@pytest.mark.usefixtures("conv_path")
+def test_wide_channels_and_many_sites_equal_dense_autograd():
+    """Channel counts past the compiled kernel's 6 x 16 register tile (plus a tail) and more sites than
+    its 64-row output blocks and 64-row weight-gradient steps; forward and both gradients."""
+    shape = (14, 14, 14)
+    x, mask = random_sparse_grid(shape, 21, 0.3, seed=7)          # ~820 sites
+    s = SparseTensor.from_dense(x, mask)
+    feats = s.F.clone().requires_grad_(True)
+    conv = SparseConv(21, 40, 3)                                  # 40 = 2 x 16 + a tail of 8
+    out = conv(SparseTensor(feats, s.C))
+    x_dense = x.clone().requires_grad_(True)
+    w_dense = dense_weight(conv.weight, (3, 3, 3)).requires_grad_(True)
+    ref = F.conv3d(x_dense, w_dense, padding=1) * mask[:, None]
+    torch.testing.assert_close(out.dense(shape=shape), ref.detach(), rtol=1e-5, atol=1e-5)
+    upstream = torch.randn(ref.shape, generator=torch.Generator().manual_seed(2)) * mask[:, None]
+    (out.dense(shape=shape) * upstream).sum().backward()
+    (ref * upstream).sum().backward()
+    torch.testing.assert_close(feats.grad, x_dense.grad.movedim(1, -1)[mask], rtol=1e-4, atol=1e-5)
+    torch.testing.assert_close(conv.weight.grad.permute(2, 1, 0).reshape(w_dense.shape), w_dense.grad,
+                               rtol=1e-4, atol=1e-4)
+
+
+@pytest.mark.usefixtures("cpu_kernels")
+def test_compiled_kernels_give_the_same_bits_at_1_and_2_threads():
+    x, mask = random_sparse_grid((20, 20, 20), 32, 0.3, seed=12)   # ~2,400 sites: tasks on both threads
+    conv = SparseConv(32, 32, 3)
+    threads = torch.get_num_threads()
+    outs = []
+    try:
+        for n in (1, 2):
+            torch.set_num_threads(n)
+            s = SparseTensor.from_dense(x, mask)
+            f = s.F.clone().requires_grad_(True)
+            y = conv(SparseTensor(f, s.C))
+            y.F.square().sum().backward()
+            outs.append((y.F.detach().clone(), f.grad.clone(), conv.weight.grad.clone()))
+            conv.weight.grad = None
+    finally:
+        torch.set_num_threads(threads)
+    for a, b in zip(*outs):
+        assert torch.equal(a, b)
+
+
 def brute_force_conv(coords: np.ndarray, feats: np.ndarray, weight: np.ndarray, kernel_size: int) -> np.ndarray:
     """Submanifold conv by a dictionary of sites, any D (the oracle for D=4, where torch has no conv4d)."""
     table = {tuple(c): i for i, c in enumerate(coords.tolist())}
@@ -190,7 +233,9 @@ def test_kernel_maps_are_cached_and_reused_transposed():
     up = SparseConvTranspose(2, 2, 2, stride=2)(down)
     fwd = s.context.kernel_map((1, 1, 1), (2, 2, 2), (2, 2, 2), (1, 1, 1))
     bwd = s.context.kernel_map((2, 2, 2), (2, 2, 2), (2, 2, 2), (1, 1, 1), transposed=True)
-    assert bwd.in_idx is fwd.out_idx and bwd.out_idx is fwd.in_idx
+    assert bwd is fwd.transposed() and bwd.transposed() is fwd                 # one map, cached both ways
+    pairs = lambda m: set(zip(m.in_idx.tolist(), m.out_idx.tolist()))        # noqa: E731
+    assert pairs(bwd) == {(o, i) for i, o in pairs(fwd)} and len(pairs(fwd)) == fwd.n_in   # stride 2: each fine site once
     assert up.context is s.context
 
 

@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from pcseg.sparse import SparseConv, SparseTensor
-from pcseg.sparse.kernels import conv_backend, fused_conv_enabled
+from pcseg.sparse.kernels import conv_backend, conv_kernel
 
 
 def test_neighbor_table_by_hand():
@@ -16,22 +16,33 @@ def test_neighbor_table_by_hand():
     assert kmap.neighbor_table().tolist() == [[-1, 0, 1], [0, 1, -1], [-1, 2, -1]]
 
 
-def test_the_fused_kernel_is_an_explicit_choice(monkeypatch):
+def test_the_kernel_is_an_explicit_choice(monkeypatch):
+    from pcseg.sparse.kernels import cpu
     monkeypatch.setenv("TRITON_INTERPRET", "1")
     monkeypatch.setenv("PCSEG_FUSED_CONV", "1")  # the old environment switch no longer chooses anything
-    assert not fused_conv_enabled(torch.device("cpu"))
+    cpu_dev, f32 = torch.device("cpu"), torch.float32
+    default = "cpu" if cpu.available() else "torch"
+    assert conv_kernel(cpu_dev, f32) == default
+    assert conv_kernel(cpu_dev, torch.bfloat16) == "torch"          # the compiled kernels are float32 only
     with conv_backend("fused"):
-        assert fused_conv_enabled(torch.device("cpu"))
+        assert conv_kernel(cpu_dev, f32) == "fused"
         with conv_backend("torch"):
-            assert not fused_conv_enabled(torch.device("cpu"))
-        assert fused_conv_enabled(torch.device("cpu"))
-    assert not fused_conv_enabled(torch.device("cpu"))
-    with pytest.raises(ValueError, match="expected one of torch, fused, got 'triton'"):
+            assert conv_kernel(cpu_dev, f32) == "torch"
+        assert conv_kernel(cpu_dev, f32) == "fused"
+    assert conv_kernel(cpu_dev, f32) == default
+    with pytest.raises(ValueError, match="expected one of auto, torch, cpu, fused, got 'triton'"):
         with conv_backend("triton"):
             pass
+    with conv_backend("cpu"), pytest.raises(RuntimeError, match="take float32 CPU tensors, got torch.float16"):
+        conv_kernel(cpu_dev, torch.float16)
+    monkeypatch.setattr(cpu, "_module", None)
+    monkeypatch.setattr(cpu, "_error", "CalledProcessError: no compiler")  # a machine where the build failed
+    assert conv_kernel(cpu_dev, f32) == "torch"
+    with conv_backend("cpu"), pytest.raises(RuntimeError, match=r"could not be built \(CalledProcessError"):
+        conv_kernel(cpu_dev, f32)
     monkeypatch.setattr("importlib.util.find_spec", lambda name: None)  # Triton not installed
     with conv_backend("fused"), pytest.raises(RuntimeError, match="Triton cannot run on cpu"):
-        fused_conv_enabled(torch.device("cpu"))
+        conv_kernel(cpu_dev, f32)
 
 
 @pytest.mark.parametrize("dtype, tol", [(torch.float32, 1e-5), (torch.float16, 1e-2), (torch.bfloat16, 3e-2)])

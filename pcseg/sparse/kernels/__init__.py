@@ -1,14 +1,18 @@
-"""Optional fused kernels for the sparse convolution (Triton), behind the pure-torch path.
+"""The kernels behind the sparse convolution, and the explicit choice between them.
 
-The convolution backend is an explicit choice made by the caller, never read from the environment:
-``with conv_backend("fused"): …`` makes :func:`~pcseg.sparse.sparse_conv` inside the block compute
-its forward pass and input gradient with :func:`~.implicit_gemm.implicit_gemm_conv` and its weight
-gradient with :func:`~.implicit_gemm.implicit_gemm_weight_grad`; ``"torch"`` (the default) is the
-pure-torch pair path. The choice is made when the forward pass runs and kept for its backward pass
-(which may run on another thread). Triton must be able to run on the features' device: a CUDA device,
-or any device under ``TRITON_INTERPRET=1`` (how the tests check the kernel against the torch path on
-CPU); asking for ``"fused"`` where it cannot is an error, not a silent fallback. Install Triton with
-``pip install pcseg[triton]``; weigh the kernel on your GPU with ``benchmarks/gpu_check.sh``.
+Backends (``with conv_backend(name): …``, chosen when a forward pass runs and kept for its backward
+pass, which may run on another thread; never read from the environment):
+
+* ``"auto"`` (the default): on a CPU, the compiled kernels (:mod:`.cpu`) for the kernel-map build
+  and for float32 convolutions when they can be built here, the pure-torch path otherwise (another
+  dtype, another device, no compiler); on CUDA the pure-torch path.
+* ``"torch"``: the pure-torch path everywhere (``searchsorted`` maps, gather-GEMM-scatter pairs).
+* ``"cpu"``: the compiled CPU kernels, an error where they cannot run (not a CPU tensor, not
+  float32, no working compiler).
+* ``"fused"``: the Triton kernels (:mod:`.implicit_gemm`). Triton must be able to run on the
+  features' device: a CUDA device, or any device under ``TRITON_INTERPRET=1`` (how the tests check
+  the kernel on CPU); asking for ``"fused"`` where it cannot is an error, not a silent fallback.
+  Install Triton with ``pip install pcseg[triton]``; weigh it with ``benchmarks/gpu_check.sh``.
 """
 from __future__ import annotations
 
@@ -20,17 +24,17 @@ from typing import Iterator
 
 import torch
 
-__all__ = ["CONV_BACKENDS", "conv_backend", "fused_conv_enabled", "triton_runs_on"]
+__all__ = ["CONV_BACKENDS", "conv_backend", "conv_kernel", "compiled_kmaps", "triton_runs_on"]
 
-#: The sparse-convolution backends: the pure-torch pair path and the fused Triton kernel.
-CONV_BACKENDS = ("torch", "fused")
+#: The sparse-convolution backends (see the module docstring).
+CONV_BACKENDS = ("auto", "torch", "cpu", "fused")
 
-_backend: ContextVar[str] = ContextVar("pcseg_conv_backend", default="torch")
+_backend: ContextVar[str] = ContextVar("pcseg_conv_backend", default="auto")
 
 
 @contextmanager
 def conv_backend(name: str) -> Iterator[None]:
-    """Run the sparse convolutions started inside the block on backend ``name`` ("torch" or "fused")."""
+    """Run the sparse convolutions and map builds started inside the block on backend ``name``."""
     if name not in CONV_BACKENDS:
         raise ValueError(f"conv_backend: expected one of {', '.join(CONV_BACKENDS)}, got {name!r}")
     token = _backend.set(name)
@@ -47,14 +51,36 @@ def triton_runs_on(device: torch.device) -> bool:
     return device.type == "cuda" or os.environ.get("TRITON_INTERPRET") == "1"
 
 
-def fused_conv_enabled(device: torch.device) -> bool:
-    """Whether a sparse convolution started now on ``device`` uses the fused kernel.
+def _compiled_cpu_runs(device: torch.device, dtype: torch.dtype | None, backend: str) -> bool:
+    """Whether the compiled CPU kernels serve this call; raises for ``"cpu"`` where they cannot."""
+    from . import cpu
+    fits = device.type == "cpu" and dtype in (None, torch.float32)
+    if backend == "cpu":
+        if not fits:
+            raise RuntimeError(f"conv_backend('cpu'): the compiled kernels take float32 CPU tensors, got "
+                               f"{dtype} on {device}; use conv_backend('auto') or 'torch'")
+        if not cpu.available():
+            raise RuntimeError(f"conv_backend('cpu'): the compiled CPU kernels could not be built "
+                               f"({cpu.unavailable_reason()}); use conv_backend('torch')")
+        return True
+    return backend == "auto" and fits and cpu.available()
 
-    Raises RuntimeError when the fused backend was chosen and Triton cannot run on ``device``.
+
+def conv_kernel(device: torch.device, dtype: torch.dtype) -> str:
+    """The kernel a sparse convolution started now runs: ``"torch"``, ``"cpu"`` or ``"fused"``.
+
+    Raises RuntimeError when the chosen backend cannot run on ``device`` / ``dtype``.
     """
-    if _backend.get() != "fused":
-        return False
-    if not triton_runs_on(device):
-        raise RuntimeError(f"conv_backend('fused'): Triton cannot run on {device} (install pcseg[triton]; "
-                           "on a CPU only its interpreter runs, with TRITON_INTERPRET=1); use conv_backend('torch')")
-    return True
+    backend = _backend.get()
+    if backend == "fused":
+        if not triton_runs_on(device):
+            raise RuntimeError(f"conv_backend('fused'): Triton cannot run on {device} (install pcseg[triton]; "
+                               "on a CPU only its interpreter runs, with TRITON_INTERPRET=1); use conv_backend('torch')")
+        return "fused"
+    return "cpu" if _compiled_cpu_runs(device, dtype, backend) else "torch"
+
+
+def compiled_kmaps(device: torch.device) -> bool:
+    """Whether a kernel map built now on ``device`` uses the compiled merge join (else ``searchsorted``)."""
+    backend = _backend.get()
+    return backend in ("auto", "cpu") and _compiled_cpu_runs(device, None, backend)

@@ -18,7 +18,7 @@ namespace {
 typedef float vec8 __attribute__((vector_size(32), aligned(4)));
 constexpr int ROWS = 6;     // rows of the register tile: 6 x 16 floats = 12 vector accumulators
 constexpr int COLS = 16;    // columns of the register tile (two vectors)
-constexpr int BLOCK = 64;   // output rows per task of the forward kernel
+constexpr int BLOCK = 256;  // output rows per task of the forward kernel
 constexpr int DEPTH = 64;   // gathered rows per step of the weight-gradient kernel
 
 // acc[j][c0:c0+COLS] += sum_d a[j][d * a_step] * b[d * b_step + c0 : ... + COLS] for j < ROWS.
@@ -75,34 +75,45 @@ void check_table(const torch::Tensor& table, int64_t n_in, const char* what) {
 }  // namespace
 
 // out[o] = sum_k feats[table[o, k]] @ weight[k]; feats (N_in, C_in), weight (K, C_in, C_out) float32.
+// Per block of BLOCK output rows and offset k: the rows with an input, then one column panel of
+// weight[k] (C_in x COLS, kept in L1) against all of them, ROWS at a time.
 torch::Tensor conv_forward(const torch::Tensor& feats, const torch::Tensor& table, const torch::Tensor& weight) {
   check_table(table, feats.size(0), "conv_forward");
   const int64_t n_out = table.size(0), k_vol = table.size(1), c_in = feats.size(1), c_out = weight.size(2);
   TORCH_CHECK(weight.size(0) == k_vol && weight.size(1) == c_in, "conv_forward: weight must be (K, C_in, C_out)");
-  auto out = torch::zeros({n_out, c_out}, feats.options());
+  auto out = torch::empty({n_out, c_out}, feats.options());
   const float* f = feats.data_ptr<float>();
   const float* w = weight.data_ptr<float>();
   const int32_t* t = table.data_ptr<int32_t>();
   float* o = out.data_ptr<float>();
   at::parallel_for(0, (n_out + BLOCK - 1) / BLOCK, 1, [&](int64_t first, int64_t last) {
+    std::vector<const float*> a(BLOCK + ROWS);
+    std::vector<float*> acc(BLOCK + ROWS);
     for (int64_t block = first; block < last; ++block) {
       const int64_t r0 = block * BLOCK, r1 = std::min(n_out, r0 + BLOCK);
+      std::memset(o + r0 * c_out, 0, sizeof(float) * (r1 - r0) * c_out);
       for (int64_t k = 0; k < k_vol; ++k) {
-        const float* wk = w + k * c_in * c_out;
-        const float* a[ROWS];
-        float* acc[ROWS];
-        int n = 0;
+        int64_t n = 0;
         for (int64_t r = r0; r < r1; ++r) {
           const int32_t row = t[r * k_vol + k];
           if (row < 0) continue;
           a[n] = f + row * c_in;
           acc[n] = o + r * c_out;
-          if (++n == ROWS) {
-            rows_times(a, 1, wk, c_out, c_in, acc, ROWS);
-            n = 0;
-          }
+          ++n;
         }
-        if (n) rows_times(a, 1, wk, c_out, c_in, acc, n);
+        if (n == 0) continue;
+        for (int64_t j = n; j < n + ROWS; ++j) {  // pad the last tile with copies of the first row
+          a[j] = a[0];
+          acc[j] = acc[0];
+        }
+        const float* wk = w + k * c_in * c_out;
+        int64_t c0 = 0;
+        for (; c0 + COLS <= c_out; c0 += COLS)
+          for (int64_t j = 0; j < n; j += ROWS)
+            tile(&a[j], 1, wk, c_out, c_in, &acc[j], c0, static_cast<int>(std::min<int64_t>(ROWS, n - j)));
+        if (c0 < c_out)
+          for (int64_t j = 0; j < n; j += ROWS)
+            tile_tail(&a[j], 1, wk, c_out, c_in, &acc[j], c0, c_out, static_cast<int>(std::min<int64_t>(ROWS, n - j)));
       }
     }
   });
