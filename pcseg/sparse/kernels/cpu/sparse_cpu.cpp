@@ -19,7 +19,7 @@ typedef float vec8 __attribute__((vector_size(32), aligned(4)));
 constexpr int ROWS = 6;     // rows of the register tile: 6 x 16 floats = 12 vector accumulators
 constexpr int COLS = 16;    // columns of the register tile (two vectors)
 constexpr int BLOCK = 256;  // output rows per task of the forward kernel
-constexpr int DEPTH = 64;   // gathered rows per step of the weight-gradient kernel
+constexpr int DEPTH = 32;   // gathered rows per step of the weight-gradient kernel
 
 // acc[j][c0:c0+COLS] += sum_d a[j][d * a_step] * b[d * b_step + c0 : ... + COLS] for j < ROWS.
 // a: ROWS row pointers (rows past `valid` repeat a valid row; their results are not stored).
