@@ -50,13 +50,13 @@ def load() -> Optional[ModuleType]:
         return _module
     with _lock:
         if _module is None and _error is None:
-            flags = ["-O3", *_arch_flags()]
+            flags = ["-O3", "-fopenmp", *_arch_flags()]  # at::parallel_for runs on torch's OpenMP threads
             tag = hashlib.sha1(_SOURCE.read_bytes() + " ".join(flags).encode()).hexdigest()[:10]
             try:
                 from torch.utils import cpp_extension
                 _log.info("pcseg: building the CPU sparse kernels (once per machine, about a minute)")
                 _module = cpp_extension.load(f"pcseg_sparse_cpu_{tag}", [str(_SOURCE)], extra_cflags=flags,
-                                             verbose=False)
+                                             extra_ldflags=["-fopenmp"], verbose=False)
             except Exception as exc:  # no compiler, no headers, a failed build: the torch path remains
                 _error = f"{type(exc).__name__}: {str(exc).strip().splitlines()[-1] if str(exc).strip() else ''}"
     return _module
