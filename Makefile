@@ -5,6 +5,7 @@ VPY := $(VENV)/bin/python
 PIP := $(VPY) -m pip
 STAMP := $(VENV)/.pcseg-installed
 SYSDEPS_STAMP := $(VENV)/.pcseg-sysdeps
+KERNELS_STAMP := $(VENV)/.pcseg-kernels
 # Debian libraries of Open3D's headless (software Vulkan) renderer; without them pcseg.vis falls
 # back to matplotlib and says so.
 APT_PACKAGES := libusb-1.0-0 libvulkan1 mesa-vulkan-drivers libegl1 libgl1
@@ -22,6 +23,12 @@ $(STAMP): $(VPY) setup.py
 	$(PIP) install -q -e ".[test]"
 	touch $(STAMP)
 
+# The compiled CPU sparse kernels (about a minute, once per machine and source; without a compiler
+# pcseg uses its pure-torch path and says so here).
+$(KERNELS_STAMP): $(STAMP) pcseg/sparse/kernels/cpu/sparse_cpu.cpp pcseg/sparse/kernels/cpu.py
+	$(VPY) -c "from pcseg.sparse.kernels import cpu; print('CPU sparse kernels:', 'built' if cpu.available() else 'not built (' + str(cpu.unavailable_reason()) + '); using the pure-torch path')"
+	touch $(KERNELS_STAMP)
+
 $(SYSDEPS_STAMP): $(VPY)
 	@if dpkg -s $(APT_PACKAGES) >/dev/null 2>&1; then :; \
 	elif [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
@@ -30,7 +37,7 @@ $(SYSDEPS_STAMP): $(VPY)
 	else echo "note: install $(APT_PACKAGES) for Open3D's offscreen renderer; using matplotlib until then"; fi
 	touch $(SYSDEPS_STAMP)
 
-venv: $(STAMP) $(SYSDEPS_STAMP)
+venv: $(STAMP) $(KERNELS_STAMP) $(SYSDEPS_STAMP)
 
 test: venv
 	OMP_NUM_THREADS=1 $(VPY) -m pytest -n 2 -q tests

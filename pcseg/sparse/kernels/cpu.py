@@ -10,14 +10,18 @@ Three ops on a neighbour table ``(N_out, K) int32`` (-1: no input):
 * :func:`lookup_table` — the table itself, by one merge join of sorted keys per offset.
 
 The extension is compiled once per machine, torch version and CPU capability with
-``torch.utils.cpp_extension.load`` (about a minute; ``make venv`` does it ahead) into torch's extension
-cache (``TORCH_EXTENSIONS_DIR``). Without a working compiler :func:`available` is False, the reason
+``torch.utils.cpp_extension.load`` (about a minute; ``make venv`` does it ahead) into
+``$PCSEG_EXTENSIONS_DIR`` (default ``~/.cache/pcseg/extensions``) and imported from there afterwards.
+Without a working compiler :func:`available` is False, the reason
 is in :func:`unavailable_reason`, and the sparse core uses its pure-torch path.
 """
 from __future__ import annotations
 
 import hashlib
+import importlib.util
 import logging
+import os
+import sys
 import threading
 from pathlib import Path
 from types import ModuleType
@@ -43,22 +47,52 @@ def _arch_flags() -> list[str]:
     return []
 
 
+def _build_directory(name: str) -> Path:
+    """Where the extension ``name`` is built: ``$PCSEG_EXTENSIONS_DIR`` or ``~/.cache/pcseg/extensions``."""
+    root = os.environ.get("PCSEG_EXTENSIONS_DIR") or Path.home() / ".cache" / "pcseg" / "extensions"
+    return Path(root) / name
+
+
+def _import_built(name: str, directory: Path) -> Optional[ModuleType]:
+    """Import an already built ``<directory>/<name>.so`` (no compiler run, no build check), else None."""
+    library = directory / f"{name}{'.pyd' if sys.platform == 'win32' else '.so'}"  # cpp_extension's naming
+    if not library.exists():
+        return None
+    try:
+        spec = importlib.util.spec_from_file_location(name, library)
+        module = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(module)
+        return module
+    except ImportError:  # half written by a concurrent build: build (and wait for it) below
+        return None
+
+
 def load() -> Optional[ModuleType]:
-    """The compiled module, building it on the first call; None if it cannot be built (see reason)."""
+    """The compiled module, building it on the first call on this machine; None if it cannot be built.
+
+    The build is named by a hash of the source, the flags, torch's and Python's versions, so a change
+    of any of them builds anew; a finished build is imported directly afterwards.
+    """
     global _module, _error
     if _module is not None or _error is not None:
         return _module
     with _lock:
         if _module is None and _error is None:
             flags = ["-O3", "-fopenmp", *_arch_flags()]  # at::parallel_for runs on torch's OpenMP threads
-            tag = hashlib.sha1(_SOURCE.read_bytes() + " ".join(flags).encode()).hexdigest()[:10]
-            try:
-                from torch.utils import cpp_extension
-                _log.info("pcseg: building the CPU sparse kernels (once per machine, about a minute)")
-                _module = cpp_extension.load(f"pcseg_sparse_cpu_{tag}", [str(_SOURCE)], extra_cflags=flags,
-                                             extra_ldflags=["-fopenmp"], verbose=False)
-            except Exception as exc:  # no compiler, no headers, a failed build: the torch path remains
-                _error = f"{type(exc).__name__}: {str(exc).strip().splitlines()[-1] if str(exc).strip() else ''}"
+            versions = f"{torch.__version__} {sys.version_info[:2]} {' '.join(flags)}".encode()
+            name = f"pcseg_sparse_cpu_{hashlib.sha1(_SOURCE.read_bytes() + versions).hexdigest()[:12]}"
+            directory = _build_directory(name)
+            _module = _import_built(name, directory)
+            if _module is None:
+                try:
+                    from torch.utils import cpp_extension
+                    _log.info("pcseg: building the CPU sparse kernels (once per machine, about a minute)")
+                    directory.mkdir(parents=True, exist_ok=True)
+                    _module = cpp_extension.load(name, [str(_SOURCE)], extra_cflags=flags, extra_ldflags=["-fopenmp"],
+                                                 build_directory=str(directory), verbose=False)
+                except Exception as exc:  # no compiler, no headers, a failed build: the torch path remains
+                    lines = str(exc).strip().splitlines()
+                    _error = f"{type(exc).__name__}: {lines[-1] if lines else ''}"
     return _module
 
 
