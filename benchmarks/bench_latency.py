@@ -1,13 +1,15 @@
 """Batch-1 end-to-end latency, raw points in → per-point logits out, per executor; one JSON line per case.
 
     python benchmarks/bench_latency.py [--threads 1 2] [--repeats 5] \
-        [--executors eager compiled exported aoti onnxruntime]
+        [--executors eager compiled exported aoti onnxruntime me_eager]
     python benchmarks/bench_latency.py --tiny --executors eager exported onnxruntime   # seconds: a smoke run
+    PYTHONPATH=. /work/peers/.venv/bin/python benchmarks/bench_latency.py --executors eager me_eager  # with ME
 
 Cases: MinkUNet18A at 5 cm on a synthetic 64-beam LiDAR sweep (~120k points, remission as the one
 feature, 19 classes) and Res16UNet34C at 2 cm on a synthetic room (120k points, colours, 20 classes);
-``--tiny``: a 16-channel U-Net on a 3k-point room and a 20k-point sweep at 10 cm. Weights are random
-(BatchNorm statistics set on the input), which does not change the timing.
+``--tiny``: a U-Net of 16-channel stages (32-channel stem, the width MinkowskiEngine's twin has) on a
+3k-point room and a 20k-point sweep at 10 cm. Weights are random (BatchNorm statistics set on the
+input), which does not change the timing.
 
 Executors, all on the same :class:`pcseg.deploy.PointsToLogits`: ``eager``; ``compiled``
 (``torch.compile``, dynamic output shapes captured); ``exported`` (``torch.export`` program's
@@ -15,10 +17,30 @@ Executors, all on the same :class:`pcseg.deploy.PointsToLogits`: ``eager``; ``co
 = the thread count). Each is prepared once (``prepare_s``: export / compile time), checked against
 eager (``max_abs_diff``) and timed: one warm-up, then min and median of ``--repeats`` calls in ms.
 Eager lines also give ``voxelize_ms`` (the voxelization alone) to show where the time goes.
+
+``me_eager``: MinkowskiEngine's eager forward of the same network with the same weights (its
+MinkUNet / Res16UNet, ``benchmarks/me_checkpoint_parity.MEUNet``, loaded with pcseg's weights in
+ME's layout), run as ME's point-level inference runs: per call ``floor(points / voxel_size)``
+shifted to a zero minimum (pcseg's grid, so both nets see the same voxels and stride-2 alignment),
+an ``ME.TensorField`` with ``UNWEIGHTED_AVERAGE`` quantization (ME's own unique + mean, pcseg's
+``reduce="mean"``), ``.sparse()`` (a new coordinate manager, so ME builds its coordinate and kernel
+maps in the call), the network, and ``.slice(field).F`` back to the points. Its logits must agree
+with pcseg's eager logits to ``ME_RTOL`` × max(1, max |logit|) before it is timed; beyond that the
+line carries ``max_abs_diff`` and an ``error``, no times. ME's GEMMs run on OpenBLAS, whose pool
+``torch.set_num_threads`` does not reach: it is set to the thread count too (``openblas_threads``).
+Where MinkowskiEngine is not importable (pcseg's own venv) the line says ``skipped`` with the reason
+(benchmarks/peers.md builds the peers' venv).
+
+No spconv executor: the repo has no spconv version of these U-Nets (``benchmarks/bench_sparse.py``
+compares spconv on single convolutions). A twin needs its own port (``SubMConv3d`` /
+``SparseConv3d`` k2 s2 / ``SparseInverseConv3d`` with shared ``indice_key``, concatenation through
+``replace_feature``), a converter for spconv's strided and inverse kernel layouts and a parity test
+of its own; and spconv 2.3.8's CPU scatter races at more than one thread (benchmarks/peers.md).
 """
 from __future__ import annotations
 
 import argparse
+import ctypes
 import json
 import statistics
 import sys
@@ -29,7 +51,7 @@ from typing import Any, Callable
 
 import numpy as np
 import torch
-from torch import nn
+from torch import Tensor, nn
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
@@ -37,9 +59,15 @@ sys.path.insert(0, str(REPO))
 from pcseg.data.synthetic import generate_room, generate_street, lidar_sweep  # noqa: E402
 from pcseg.deploy import PointsToLogits, export_program, save_aoti, save_onnx  # noqa: E402
 from pcseg.models import MinkUNet, build_model  # noqa: E402
+from pcseg.models.convert import me_kernel_to_pcseg, me_key_to_pcseg  # noqa: E402
 from pcseg.sparse import voxelize  # noqa: E402
 
-EXECUTORS = ("eager", "compiled", "exported", "aoti", "onnxruntime")
+EXECUTORS = ("eager", "compiled", "exported", "aoti", "onnxruntime", "me_eager")
+ME_RTOL = 1e-4  # me_eager vs eager, relative to max(1, max |logit|): ~1e-6 measured, a wrong kernel layout ~1
+
+
+class Skipped(Exception):
+    """An executor whose library is not installed here: its line says ``skipped`` with the reason."""
 
 
 def emit(**record: Any) -> None:
@@ -60,7 +88,7 @@ def cases(tiny: bool) -> list[tuple[str, Callable[[], nn.Module], float, tuple[t
     """(name, network builder, voxel size, (points, feats)) per case."""
     if tiny:
         def small(c_in: int) -> Callable[[], nn.Module]:
-            return lambda: MinkUNet(c_in, 4, 3, (16,) * 8, (1,) * 8, stem_kernel=3, init_dim=16)
+            return lambda: MinkUNet(c_in, 4, 3, (16,) * 8, (1,) * 8, stem_kernel=3)
         return [("tiny_sweep", small(1), 0.1, sweep_input(320)), ("tiny_room", small(3), 0.1, room_input(3000))]
     return [
         ("sweep64_minkunet18a_5cm", lambda: build_model({"name": "MinkUNet18A", "in_channels": 1, "num_classes": 19}),
@@ -80,10 +108,72 @@ def timed(fn: Callable[[], Any], repeats: int) -> tuple[float, float]:
     return min(times), statistics.median(times)
 
 
+def me_state_dict(model: MinkUNet, like: dict[str, Tensor]) -> dict[str, Tensor]:
+    """``model``'s weights under MinkowskiEngine's names and layouts: the inverse of
+    :func:`pcseg.models.convert.convert_minkowski_state_dict`. like: the ME network's state dict
+    (names and shapes). Kernels go from pcseg's (K, C_in, C_out) offset order (last axis fastest) to
+    ME's (first axis fastest): ``me_kernel_to_pcseg`` with the kernel size reversed."""
+    own = model.state_dict()
+    state = {}
+    for key, target in like.items():
+        name = me_key_to_pcseg(key)
+        value = own[name]
+        if name == "head.module.weight":
+            value = value.t()
+        elif value.dim() == 3:  # a sparse convolution kernel
+            value = me_kernel_to_pcseg(value, model.get_submodule(name.removesuffix(".weight")).kernel_size[::-1])
+        state[key] = value.reshape(target.shape)
+    return state
+
+
+def set_openblas_threads(threads: int) -> int | None:
+    """Size the OpenBLAS pool MinkowskiEngine's GEMMs run on (``torch.set_num_threads`` does not reach
+    it); returns the count now in effect, None where no OpenBLAS library can be loaded."""
+    try:
+        openblas = ctypes.CDLL("libopenblas.so.0")  # the copy ME's backend already loaded
+    except OSError:
+        return None
+    openblas.openblas_set_num_threads(threads)
+    return openblas.openblas_get_num_threads()
+
+
+def me_pipeline(module: PointsToLogits) -> Callable[[Tensor, Tensor], Tensor]:
+    """MinkowskiEngine's points → logits for ``module``'s network and weights (module docstring);
+    raises :class:`Skipped` where MinkowskiEngine is not importable."""
+    try:
+        from benchmarks.me_checkpoint_parity import ME, MEUNet  # applies ME 0.5.4's collections shim
+    except ImportError as err:
+        raise Skipped(f"MinkowskiEngine not importable ({err}); see benchmarks/peers.md") from None
+    model = module.model
+    stages = (*model.enc, *model.dec)
+    net = MEUNet(model.in_channels, model.num_classes, tuple(len(s) for s in stages),
+                 tuple(s[-1].conv2.out_channels for s in stages), model.stem[0].kernel_size[0])
+    net.load_state_dict(me_state_dict(model, net.state_dict()))
+    net.eval()
+    voxel_size = torch.tensor(module.voxel_size)
+
+    def run(points: Tensor, feats: Tensor) -> Tensor:
+        grid = torch.floor(points / voxel_size.to(points.dtype))
+        field = ME.TensorField(feats, ME.utils.batched_coordinates([grid - grid.amin(0)], dtype=points.dtype),
+                               quantization_mode=ME.SparseTensorQuantizationMode.UNWEIGHTED_AVERAGE)
+        return net(field.sparse()).slice(field).F
+    return run
+
+
+def check_me(diff: float, ref: Tensor) -> None:
+    """Refuse to time ``me_eager`` whose logits differ from eager's ``ref`` beyond ``ME_RTOL``."""
+    tolerance = ME_RTOL * max(1.0, float(ref.abs().max()))
+    if not diff <= tolerance:
+        raise RuntimeError(f"MinkowskiEngine's logits disagree with pcseg eager: max_abs_diff {diff:.3g} > "
+                           f"{tolerance:.3g}; not timed")
+
+
 def prepare(executor: str, module: PointsToLogits, work: Path, threads: int) -> Callable:
     """A callable (points, feats) -> logits for the executor."""
     if executor == "eager":
         return module
+    if executor == "me_eager":
+        return me_pipeline(module)
     if executor == "compiled":
         torch._dynamo.config.capture_dynamic_output_shape_ops = True
         torch._dynamo.config.capture_scalar_outputs = True
@@ -129,14 +219,20 @@ def main(argv: list[str] | None = None) -> None:
                     try:
                         start = time.perf_counter()
                         run = prepare(executor, module, Path(tmp), threads)
+                        if executor == "me_eager":  # prepare imported ME, which loaded OpenBLAS
+                            record["openblas_threads"] = set_openblas_threads(threads)
                         with torch.no_grad():
                             out = run(points, feats)
                             record["prepare_s"] = round(time.perf_counter() - start, 2)
                             record["max_abs_diff"] = float((out - ref).abs().max())
+                            if executor == "me_eager":
+                                check_me(record["max_abs_diff"], ref)
                             record["min_ms"], record["median_ms"] = timed(lambda: run(points, feats), args.repeats)
                             if executor == "eager":
                                 record["voxelize_ms"] = timed(lambda: voxelize(points, voxel_size, feats),
                                                               args.repeats)[0]
+                    except Skipped as why:
+                        record["skipped"] = str(why)
                     except Exception as err:  # an executor that fails is a result, not the end of the run
                         record["error"] = f"{type(err).__name__}: {str(err).splitlines()[0][:300]}"
                     emit(**record)

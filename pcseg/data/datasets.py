@@ -8,6 +8,8 @@ by name: ``ScanNet``, ``S3DIS``, ``SemanticKITTI``, ``ImageFolder``.
 from __future__ import annotations
 
 import dataclasses
+import math
+import numbers
 import os
 from pathlib import Path
 from typing import Any, Mapping, Sequence
@@ -29,6 +31,26 @@ __all__ = [
     "SegmentationDataset", "ImageFolderReader", "ImageSegmentationDataset",
     "ScanNet", "S3DIS", "SemanticKITTI", "ImageFolder",
 ]
+
+
+def _check_voxel_size(voxel_size: float | Sequence[float]) -> None:
+    """Refuse a ``voxel_size`` other than a finite number > 0 or a non-empty sequence of them (one per axis).
+
+    Raises BadArgumentError naming the field (``SegmentationDataset.voxel_size[1]`` for an axis).
+    """
+    field = "SegmentationDataset.voxel_size"
+    values = np.asarray(voxel_size)
+    if values.ndim == 0:
+        axes = [(field, values.item())]
+    else:
+        axes = [(f"{field}[{i}]", v) for i, v in enumerate(values.ravel().tolist())]
+    if not axes:
+        raise BadArgumentError("voxel_size", f"{field}: expected a finite number > 0 or one per axis, got none")
+    for name, value in axes:
+        number = isinstance(value, numbers.Real) and not isinstance(value, bool)
+        if not (number and math.isfinite(value) and value > 0):
+            raise BadArgumentError("voxel_size", f"{name}: expected a finite number > 0, "
+                                                 f"got {value if number else repr(value)}")
 
 
 class SegmentationDataset(torch.utils.data.Dataset):
@@ -55,8 +77,7 @@ class SegmentationDataset(torch.utils.data.Dataset):
                  budget: Budget | str | os.PathLike | None = None, feature_keys: Sequence[str] = ("color",),
                  ignore_index: int = IGNORE_INDEX, voxel_reduce: str = "mean", loop: int = 1,
                  seed: int = 0) -> None:
-        if np.any(np.asarray(voxel_size) <= 0):
-            raise BadArgumentError("voxel_size", f"SegmentationDataset.voxel_size: expected > 0, got {voxel_size}")
+        _check_voxel_size(voxel_size)
         if loop < 1:
             raise BadArgumentError("loop", f"SegmentationDataset.loop: expected an int >= 1, got {loop}")
         if not feature_keys:
@@ -234,10 +255,15 @@ def _transforms(cfgs: Sequence[Mapping[str, Any]]) -> Transform | None:
 
 @DATASETS.register
 def ScanNet(root: str, split: str, voxel_size: float = 0.02, transforms: Sequence[Mapping[str, Any]] = (),
-            budget: str | None = None, loop: int = 1, seed: int = 0) -> SegmentationDataset:
-    """ScanNet v2 from the raw layout; colour features."""
-    return SegmentationDataset(ScanNetReader(root, split), voxel_size, _transforms(transforms), budget,
-                               feature_keys=("color",), loop=loop, seed=seed)
+            budget: str | None = None, loop: int = 1, seed: int = 0,
+            instances: bool | None = None) -> SegmentationDataset:
+    """ScanNet v2 from the raw layout; colour features.
+
+    instances: whether to read the instance annotation, see :class:`ScanNetReader` (in a config:
+    ``data.train.kwargs.instances: false``).
+    """
+    return SegmentationDataset(ScanNetReader(root, split, instances=instances), voxel_size, _transforms(transforms),
+                               budget, feature_keys=("color",), loop=loop, seed=seed)
 
 
 @DATASETS.register

@@ -10,6 +10,10 @@ from pcseg.data.collate import collate_sparse
 from pcseg.data.datasets import ImageFolderReader, ImageSegmentationDataset, SegmentationDataset
 from pcseg.data.registry import DATASETS
 from pcseg.data.transforms import build_transforms
+from pcseg.engine.build import build_dataset
+from pcseg.engine.config import ConfigKeyError, config_from_dict
+from pcseg.utils.errors import BadArgumentError, InputError
+from pcseg.utils.yaml_io import load_yaml_text
 
 IGNORE = -100
 
@@ -180,7 +184,7 @@ def test_registry_builds_image_folder_from_config(tmp_path):
 
 
 @pytest.mark.parametrize("name, reader_attr, extra, features, voxel", [
-    ("ScanNet", "ScanNetReader", {}, ("color",), 0.02),
+    ("ScanNet", "ScanNetReader", {"instances": False}, ("color",), 0.02),
     ("S3DIS", "S3DISReader", {"test_area": 2, "cache_dir": "/cache/s3dis"}, ("color",), 0.05),
     ("SemanticKITTI", "SemanticKITTIReader", {"sequences": ["00"], "labels": False, "camera": 3}, ("strength",), 0.05),
 ])
@@ -199,3 +203,67 @@ def test_registry_wires_the_format_readers(monkeypatch, name, reader_attr, extra
     assert calls == [("/data/x", "val", extra)]
     assert ds.feature_keys == features and ds.voxel_size == voxel and len(ds) == 6
     assert ds[0]["feats"].shape[1] == {"color": 3, "strength": 1}[features[0]]
+
+
+@pytest.mark.parametrize("voxel_size, message", [
+    (float("nan"), "SegmentationDataset.voxel_size: expected a finite number > 0, got nan"),
+    (float("inf"), "SegmentationDataset.voxel_size: expected a finite number > 0, got inf"),
+    (0, "SegmentationDataset.voxel_size: expected a finite number > 0, got 0"),
+    (-0.1, "SegmentationDataset.voxel_size: expected a finite number > 0, got -0.1"),
+    (np.float32("nan"), "SegmentationDataset.voxel_size: expected a finite number > 0, got nan"),
+    ((0.1, float("nan"), 0.1), "SegmentationDataset.voxel_size[1]: expected a finite number > 0, got nan"),
+    ([0.1, 0.1, -float("inf")], "SegmentationDataset.voxel_size[2]: expected a finite number > 0, got -inf"),
+    ((0.0, 0.1, 0.1), "SegmentationDataset.voxel_size[0]: expected a finite number > 0, got 0.0"),
+    ((), "SegmentationDataset.voxel_size: expected a finite number > 0 or one per axis, got none"),
+    ("0.1", "SegmentationDataset.voxel_size: expected a finite number > 0, got '0.1'"),
+    (True, "SegmentationDataset.voxel_size: expected a finite number > 0, got True"),
+])
+def test_bad_voxel_size_is_refused_naming_the_field(voxel_size, message):
+    with pytest.raises(InputError) as info:
+        SegmentationDataset(_reader(), voxel_size=voxel_size)
+    assert str(info.value) == message
+    assert isinstance(info.value, BadArgumentError) and info.value.argument == "voxel_size"
+
+
+def test_per_axis_voxel_size_is_accepted_and_used():
+    ds = SegmentationDataset(_reader(), voxel_size=(0.2, 0.5, 0.25))
+    scene = ds.load_scene(0)
+    grid = np.floor(scene["coord"] / np.array([0.2, 0.5, 0.25])).astype(np.int64)
+    grid -= grid.min(axis=0)
+    sample = ds[0]
+    np.testing.assert_array_equal(sample["coords"].numpy()[sample["inverse"].numpy()], grid)
+
+
+def _scannet_config(root, text: str):
+    """A config whose ``data`` section is the YAML ``text`` on top of ScanNet at ``root``."""
+    data = load_yaml_text(text)
+    data = {**data, "name": "ScanNet", "kwargs": {"root": str(root), "voxel_size": 0.05, **data.get("kwargs", {})}}
+    return config_from_dict({"data": data, "model": {"name": "MinkUNet14A", "num_classes": 20}})
+
+
+def test_scannet_config_passes_instances_to_the_reader(scannet_data):
+    root, _ = scannet_data
+    cfg = _scannet_config(root, "train: {split: train, kwargs: {instances: false}}\nval: {split: val}\n")
+    train = build_dataset(cfg, cfg.data.train, train=True)
+    val = build_dataset(cfg, cfg.data.val, train=False)
+    assert train.reader.instances is False and val.reader.instances is None
+    assert "instance" not in train.load_scene(0)  # the fixture wrote the JSON files: only False skips them
+    assert "instance" in val.load_scene(0)
+
+
+@pytest.mark.parametrize("value, shown", [("maybe", "'maybe'"), ("0", "0"), ("[false]", "[False]")])
+def test_scannet_config_refuses_an_unknown_instances_value(scannet_data, value, shown):
+    root, _ = scannet_data
+    cfg = _scannet_config(root, f"train: {{split: train, kwargs: {{instances: {value}}}}}\n")
+    with pytest.raises(ConfigKeyError) as info:
+        build_dataset(cfg, cfg.data.train, train=True)
+    assert str(info.value) == ("data.train.kwargs.instances: ScanNetReader: instances: expected None, True or "
+                               f"False, got {shown}")
+
+
+def test_scannet_config_names_a_nan_voxel_size(scannet_data):
+    root, _ = scannet_data
+    cfg = _scannet_config(root, "kwargs: {voxel_size: .nan}\n")
+    with pytest.raises(ConfigKeyError, match=r"^data\.kwargs\.voxel_size: SegmentationDataset\.voxel_size: "
+                                             r"expected a finite number > 0, got nan$"):
+        build_dataset(cfg, cfg.data.train, train=True)

@@ -87,7 +87,7 @@ def test_a_bad_voxel_size_of_a_3d_dataset_names_the_config_file_and_key(capsys, 
     config = str(REPO / "configs" / "scannet" / "sparse_0.1pct.yaml")
     line = _fails(capsys, "test", ["--config", config, "--checkpoint", str(tmp_path / "none.pth"),
                                    f"data.kwargs.root={root}", "data.kwargs.voxel_size=-0.05", KEEP_TORCH_FLAGS])
-    assert line == f"error: {config}: data.kwargs.voxel_size: SegmentationDataset.voxel_size: expected > 0, got -0.05"
+    assert line == f"error: {config}: data.kwargs.voxel_size: SegmentationDataset.voxel_size: expected a finite number > 0, got -0.05"
 
 
 @pytest.mark.skipif(torch.cuda.is_available(), reason="needs a machine without CUDA")

@@ -45,7 +45,7 @@ from ._common import (
     require_file,
 )
 from .ply import read_ply_vertices
-from pcseg.utils.errors import InputError
+from pcseg.utils.errors import BadArgumentError, InputError
 
 __all__ = ["ScanNetReader", "SCANNET20_NYU40_IDS", "SCANNET20_CLASS_NAMES", "nyu40_to_scannet20",
            "OFFICIAL_SPLIT_DIR"]
@@ -148,9 +148,10 @@ class ScanNetReader(SceneReader):
     NUM_CLASSES = len(SCANNET20_CLASS_NAMES)
 
     def __init__(self, root: str | Path, split: str, instances: bool | None = None) -> None:
+        if not (instances is None or isinstance(instances, bool)):
+            raise BadArgumentError("instances", f"ScanNetReader: instances: expected None, True or False, "
+                                                f"got {instances!r}")
         super().__init__(root, split)
-        if instances not in (None, True, False):
-            raise InputError(f"ScanNetReader: instances: expected None, True or False, got {instances!r}")
         self.instances = instances
         self.split_file = self.root / f"scannetv2_{split}.txt"
         self.missing_scenes: list[str] = []
