@@ -46,13 +46,12 @@ from _experiment import REPO, mean_std_cell, run_script, save_summary
 from _protocol import (Protocol, Run, data_settings, fill, load_protocol, parse_args, parse_paired, schedule,
                        section_settings, task_table)
 
-from pcseg.data.synthetic.posed_room import room_views
+from pcseg.cli.ovs import build_scene
 from pcseg.engine.config import Config, load_config
-from pcseg.methods.ovs import (OVSScene, fit_scene, label_points, labels_from_feature_maps, miou,
+from pcseg.methods.ovs import (fit_scene, label_points, labels_from_feature_maps, miou,
                                point_features_from_views, relevancy, render_labels, scene_queries, to_query_labels)
 from pcseg.methods.ovs.features import build_text_encoder, encode_views
 from pcseg.methods.ovs.pipeline import HELD_OUT_SEED_OFFSET
-from pcseg.methods.ovs.scene import scene_kwargs
 from pcseg.utils.atomic import atomic_path
 from pcseg.utils.errors import InputError
 
@@ -79,10 +78,7 @@ def load_room_config(config: str | Path, overrides: Sequence[str]) -> Config:
 def run_room(cfg: Config, work_dir: Path) -> dict[str, float]:
     """Steps 1-4 for the room of ``cfg`` (the fit's trainer files in ``work_dir``): ``view_2d``,
     ``view_lifted``, ``point_2d``, ``point_lifted`` mIoU and ``point_coverage``, all in 0..1."""
-    kwargs = scene_kwargs(cfg.data.kwargs)
-    padding = float(kwargs.pop("padding", 0.1))
-    room = room_views(**kwargs)
-    scene = OVSScene.from_room(room.train, room.held_out, room.points, room.point_classes, room.class_names, padding)
+    scene = build_scene(cfg)  # a SyntheticRoom config (checked by the loader above)
     fitted = fit_scene(cfg, scene, work_dir, resume=True)  # a stopped fit continues
     method = fitted.method
     queries, temperature = scene_queries(method, scene), method.temperature
