@@ -24,6 +24,8 @@ from typing import Iterator
 
 import torch
 
+from . import cpu
+
 __all__ = ["CONV_BACKENDS", "conv_backend", "conv_kernel", "compiled_kmaps", "triton_runs_on"]
 
 #: The sparse-convolution backends (see the module docstring).
@@ -53,7 +55,6 @@ def triton_runs_on(device: torch.device) -> bool:
 
 def _compiled_cpu_runs(device: torch.device, dtype: torch.dtype | None, backend: str) -> bool:
     """Whether the compiled CPU kernels serve this call; raises for ``"cpu"`` where they cannot."""
-    from . import cpu
     fits = device.type == "cpu" and dtype in (None, torch.float32)
     if backend == "cpu":
         if not fits:
