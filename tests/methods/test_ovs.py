@@ -18,7 +18,7 @@ from pcseg.models.encoders import (CLIPTextEncoder, CLIPTokenizer, SentenceTrans
                                    dino_image_encoder, load_clip_text, load_vit)
 from pcseg.models.encoders.vit import _Block
 from pcseg.methods.ovs import FeatureField, OVSScene, fit_field, render_view
-from pcseg.methods.ovs.evaluate import to_query_labels
+from pcseg.methods.ovs.evaluate import point_features_from_renders, to_query_labels
 from pcseg.methods.ovs.features import encode_views, synthetic_features
 from pcseg.methods.ovs.field import RadianceField, VMGrid
 from pcseg.methods.ovs.losses import correlation_loss, multiscale_patch_features, relevancy, sample_feature_map
@@ -428,6 +428,56 @@ def test_to_query_labels_maps_queried_classes_and_ignores_the_rest():
     labels = torch.tensor([[0, 1], [2, -100]])
     out = to_query_labels(labels, ("wall", "floor", "chair"), ("chair", "wall"))
     assert torch.equal(out, torch.tensor([[1, -100], [0, -100]]))
+
+
+def _ray_feature_by_hand(field, origin, direction, near, far, samples):
+    """One ray's rendered feature with the quadrature written out: samples at the bin centres,
+    alpha_i = 1 - exp(-sigma_i * delta_i) (the last delta infinite), weight T_i * alpha_i."""
+    t = [near + (i + 0.5) * (far - near) / samples for i in range(samples)]
+    total, transmittance = torch.zeros(field.feature_dim), 1.0
+    for i, ti in enumerate(t):
+        out = field((origin + ti * direction)[None])
+        delta = (t[i + 1] - ti) * float(direction.norm()) if i + 1 < samples else 1e10
+        alpha = 1.0 - math.exp(-float(out["sigma"][0]) * delta)
+        total = total + transmittance * alpha * out["feature"][0]
+        transmittance *= 1.0 - alpha
+    return total
+
+
+def test_point_features_from_renders_read_the_rendered_views_as_the_2d_baseline_reads_its_maps():
+    """Per point: the mean, over the views whose z-buffer it matches, of the rendered feature at its
+    continuous pixel position (bilinear over the four pixel centres around it, each pixel's ray
+    rendered by hand); a point that no view sees is zero."""
+    torch.manual_seed(0)  # the field's linear layers draw from the global generator
+    field = RadianceField(torch.tensor([[0.0, -1.0, 1.0], [4.0, 3.0, 5.0]]), resolution=5, density_rank=2,
+                          appearance_rank=2, feature_rank=2, feature_dim=3, density_shift=0.0, seed=3)
+    field.requires_grad_(False)
+    for param in field.feature_grid.parameters():  # features of order 1 (the initialisation's are ~0.01)
+        param.mul_(10.0)
+    height, width, near_far, samples = 6, 8, (0.5, 5.0), 8
+    Ks = torch.tensor([[8.0, 0.0, 3.5], [0.0, 8.0, 2.5], [0.0, 0.0, 1.0]]).expand(2, 3, 3).clone()
+    c2w = torch.stack([POSE, look_at(torch.tensor([1.0, 1.0, 3.5]), torch.tensor([3.0, 2.0, 3.0]))])
+    points = torch.tensor([[3.0, 1.9, 3.1], [2.5, 1.6, 2.8], [3.2, 2.3, 3.3]])  # inside both images, own pixels
+    depth = torch.zeros(2, height, width)  # 0: unknown, so point 2 is seen by no view
+    sees = [(0, 0), (0, 1), (1, 0)]  # (point, view) pairs whose z-buffer holds the point
+    for v in range(2):
+        uv, z = project(points, Ks[v], c2w[v])
+        for i in range(2):
+            u, r = torch.floor(uv[i] + 0.5).long().tolist()
+            depth[v, r, u] = z[i] if (i, v) in sees else z[i] + 1.0  # (1, 1): something 1 m in front
+    views = PosedViews(torch.zeros(2, height, width, 3), Ks, c2w, ["a", "b"], depth=depth)
+    feats, count = point_features_from_renders(field, points, views, near_far, samples)
+    expected = torch.zeros(3, 3)
+    for i, v in sees:
+        u, r = project(points[i:i + 1], Ks[v], c2w[v])[0][0].tolist()
+        u0, r0 = math.floor(u), math.floor(r)
+        for du, dr in ((0, 0), (1, 0), (0, 1), (1, 1)):
+            weight = (1 - abs(u - u0 - du)) * (1 - abs(r - r0 - dr))
+            o, d = generate_rays(Ks[v], c2w[v], torch.tensor([[u0 + du, r0 + dr]], dtype=torch.float32))
+            expected[i] += weight * _ray_feature_by_hand(field, o[0], d[0], *near_far, samples) / (2 if i == 0 else 1)
+    assert torch.equal(count, torch.tensor([2, 1, 0]))
+    assert expected[:2].norm(dim=1).min() > 0.05  # the field renders something there
+    assert torch.allclose(feats, expected, atol=1e-5, rtol=1e-4)
 
 
 def test_synthetic_features_are_patch_means_of_class_embeddings_without_noise():

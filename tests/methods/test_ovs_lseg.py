@@ -123,3 +123,13 @@ def test_synonym_is_nearest_to_its_class_name(query, cls):
     encoder = build_text_encoder({"name": "SentenceTransformerTextEncoder"})
     similarity = encoder(list(NAMES)) @ encoder([query])[0]
     assert cls in NAMES and NAMES[int(similarity.argmax())] == cls
+
+
+def test_the_lseg_room_config_keeps_no_key_of_its_base_encoders():
+    """synthetic_room_lseg.yaml's encoders merge key by key over synthetic_room.yaml's: no key of the
+    SyntheticFeatures stand-in or of the hash text encoder may survive (LSegImageEncoder refuses unknown
+    keys, and the text-encoder spec must equal the one lseg_minilm.yaml trains with)."""
+    method = load_config(REPO / "configs/ovs/synthetic_room_lseg.yaml").method
+    assert dict(method["image_encoder"]) == {"name": "LSegImageEncoder", "work_dir": "work_dirs/ovs/lseg_minilm"}
+    trained_with = load_config(REPO / "configs/ovs/lseg_minilm.yaml").model["text_encoder"]
+    assert dict(method["text_encoder"]) == dict(trained_with)

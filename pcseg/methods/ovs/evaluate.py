@@ -1,9 +1,11 @@
 """Scoring 3D-OVS: text-query labels of views and points, from the field or from unlifted 2D features.
 
-Lifted: :func:`render_labels` (held-out views rendered from the field) and :func:`label_points`
-(the field's feature at each point). Per-view 2D baselines: :func:`labels_from_feature_maps`
-(a view's own feature maps, upsampled) and :func:`point_features_from_views` (a point's 2D
-features averaged over the views that see it). All use :func:`~pcseg.methods.ovs.losses.relevancy`.
+Lifted: :func:`render_labels` (held-out views rendered from the field), :func:`label_points`
+(the field's feature at each point) and :func:`point_features_from_renders` (the field rendered
+from the fitted views, back-projected to the points exactly as the 2D baseline is). Per-view 2D
+baselines: :func:`labels_from_feature_maps` (a view's own feature maps, upsampled) and
+:func:`point_features_from_views` (a point's 2D features averaged over the views that see it). All
+use :func:`~pcseg.methods.ovs.losses.relevancy`.
 """
 from __future__ import annotations
 
@@ -22,7 +24,7 @@ from .losses import relevancy
 from .method import render_view
 
 __all__ = ["to_query_labels", "labels_from_feature_maps", "render_labels", "label_points",
-           "point_features_from_views", "miou", "query_ious"]
+           "point_features_from_views", "point_features_from_renders", "miou", "query_ious"]
 
 
 def to_query_labels(labels: Tensor, class_names: tuple[str, ...], queries: tuple[str, ...],
@@ -91,6 +93,25 @@ def point_features_from_views(points: Tensor, views: PosedViews, features: Tenso
         total += sampled * seen[:, None]
         count += seen[:, None]
     return total / count.clamp(min=1), count[:, 0].long()
+
+
+def point_features_from_renders(field: RadianceField, points: Tensor, views: PosedViews,
+                                near_far: tuple[float, float], num_samples: int,
+                                depth_tolerance: float = 0.05) -> tuple[Tensor, Tensor]:
+    """Lifted features for points by rendering: the field's features rendered from every view of
+    ``views`` (:func:`~pcseg.methods.ovs.method.render_view`, ``num_samples`` bin centres in
+    ``near_far``: (V, H, W, D)), then :func:`point_features_from_views` of those maps, so that the
+    visibility test, the bilinear reading and the averaging are the 2D baseline's.
+
+    A surface point's own feature in the field (:func:`label_points`) is only constrained through
+    the rendering weights where the fitted density puts them; the rendered feature is the quantity
+    the distillation fitted. Args: ``points`` (N, 3) float32 world coordinates. Returns (N, D)
+    float32 (zero for points no view sees) and the number of views seeing each point (N,) int64.
+    """
+    height, width = views.images.shape[1:3]
+    maps = torch.stack([render_view(field, K, c2w, height, width, near_far, num_samples)["feature"]
+                        for K, c2w in zip(views.K, views.c2w)])
+    return point_features_from_views(points, views, maps.permute(0, 3, 1, 2), depth_tolerance)
 
 
 def _metrics(pred: Tensor, target: Tensor, num_classes: int) -> SegmentationMetrics:
