@@ -8,8 +8,6 @@ by name: ``ScanNet``, ``S3DIS``, ``SemanticKITTI``, ``ImageFolder``.
 from __future__ import annotations
 
 import dataclasses
-import math
-import numbers
 import os
 from pathlib import Path
 from typing import Any, Mapping, Sequence
@@ -24,6 +22,7 @@ from pcseg.data.formats import (IGNORE_INDEX, LoadReport, S3DISReader, ScanNetRe
 from pcseg.data.registry import DATASETS
 from pcseg.data.transforms import Sample, Transform, build_transforms
 from pcseg.sparse import CoordinateOverflowError, voxelize
+from pcseg.sparse.voxelize import voxel_sizes
 from pcseg.utils.errors import BadArgumentError, InputError
 
 __all__ = [
@@ -31,26 +30,6 @@ __all__ = [
     "SegmentationDataset", "ImageFolderReader", "ImageSegmentationDataset",
     "ScanNet", "S3DIS", "SemanticKITTI", "ImageFolder",
 ]
-
-
-def _check_voxel_size(voxel_size: float | Sequence[float]) -> None:
-    """Refuse a ``voxel_size`` other than a finite number > 0 or a non-empty sequence of them (one per axis).
-
-    Raises BadArgumentError naming the field (``SegmentationDataset.voxel_size[1]`` for an axis).
-    """
-    field = "SegmentationDataset.voxel_size"
-    values = np.asarray(voxel_size)
-    if values.ndim == 0:
-        axes = [(field, values.item())]
-    else:
-        axes = [(f"{field}[{i}]", v) for i, v in enumerate(values.ravel().tolist())]
-    if not axes:
-        raise BadArgumentError("voxel_size", f"{field}: expected a finite number > 0 or one per axis, got none")
-    for name, value in axes:
-        number = isinstance(value, numbers.Real) and not isinstance(value, bool)
-        if not (number and math.isfinite(value) and value > 0):
-            raise BadArgumentError("voxel_size", f"{name}: expected a finite number > 0, "
-                                                 f"got {value if number else repr(value)}")
 
 
 class SegmentationDataset(torch.utils.data.Dataset):
@@ -77,7 +56,7 @@ class SegmentationDataset(torch.utils.data.Dataset):
                  budget: Budget | str | os.PathLike | None = None, feature_keys: Sequence[str] = ("color",),
                  ignore_index: int = IGNORE_INDEX, voxel_reduce: str = "mean", loop: int = 1,
                  seed: int = 0) -> None:
-        _check_voxel_size(voxel_size)
+        voxel_sizes(voxel_size, field="SegmentationDataset.voxel_size")
         if loop < 1:
             raise BadArgumentError("loop", f"SegmentationDataset.loop: expected an int >= 1, got {loop}")
         if not feature_keys:

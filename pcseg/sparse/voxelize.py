@@ -2,10 +2,14 @@
 from __future__ import annotations
 
 import math
+import numbers
+from collections.abc import Iterable
 from typing import NamedTuple, Optional, Sequence
 
 import torch
 from torch import Tensor
+
+from pcseg.utils.errors import BadArgumentError
 
 from .coords import check_range, pack_keys, tracing, unpack_keys
 
@@ -63,19 +67,31 @@ def unique_coords(coords: Tensor, check: bool = True) -> tuple[Tensor, Tensor, T
     return unpack_keys(ukeys, coords.shape[1] - 1), inverse, first
 
 
-def voxel_sizes(voxel_size: float | Sequence[float] | Tensor, dim: int) -> list[float]:
-    """The voxel size as 1 or D positive finite Python floats (validated before any cast)."""
+def voxel_sizes(voxel_size: float | Sequence[float] | Tensor, dim: int | None = None,
+                field: str = "voxel_size") -> list[float]:
+    """The voxel size as 1 or ``dim`` (any count when None) finite Python floats > 0.
+
+    Validated before any cast; a bool or non-number is refused. Raises
+    :class:`~pcseg.utils.errors.BadArgumentError` (argument ``voxel_size``) whose message names
+    ``field``, with ``[i]`` for a bad axis: ``voxel_size[1]: expected a finite number > 0, got 0.0``.
+    """
     if isinstance(voxel_size, Tensor):
         values = voxel_size.detach().to("cpu", torch.float64).reshape(-1).tolist()
-    elif isinstance(voxel_size, (int, float)):
-        values = [float(voxel_size)]
+        names = [field] if voxel_size.ndim == 0 else [f"{field}[{i}]" for i in range(len(values))]
+    elif isinstance(voxel_size, (str, bytes)) or not isinstance(voxel_size, Iterable):
+        values, names = [voxel_size], [field]
     else:
-        values = [float(v) for v in voxel_size]
-    if len(values) not in (1, dim):
-        raise ValueError(f"voxel_size must be a scalar or {dim} values (one per axis), got {voxel_size!r}")
-    if not all(math.isfinite(v) and v > 0 for v in values):
-        raise ValueError(f"voxel_size must be positive and finite, got {voxel_size!r}")
-    return values
+        values = list(voxel_size)
+        names = [f"{field}[{i}]" for i in range(len(values))]
+    if len(values) == 0 or (dim is not None and len(values) not in (1, dim)):
+        count = "one per axis" if dim is None else f"{dim} (one per axis)"
+        raise BadArgumentError("voxel_size", f"{field}: expected a finite number > 0 or {count}, got {voxel_size!r}")
+    for name, value in zip(names, values):
+        number = isinstance(value, numbers.Real) and not isinstance(value, bool)
+        if not (number and math.isfinite(value) and value > 0):
+            raise BadArgumentError("voxel_size", f"{name}: expected a finite number > 0, "
+                                                 f"got {value if number else repr(value)}")
+    return [float(v) for v in values]
 
 
 def majority_vote(labels: Tensor, inverse: Tensor, num_groups: int, ignore_index: int = -100) -> Tensor:

@@ -214,7 +214,7 @@ def test_registry_wires_the_format_readers(monkeypatch, name, reader_attr, extra
     ((0.1, float("nan"), 0.1), "SegmentationDataset.voxel_size[1]: expected a finite number > 0, got nan"),
     ([0.1, 0.1, -float("inf")], "SegmentationDataset.voxel_size[2]: expected a finite number > 0, got -inf"),
     ((0.0, 0.1, 0.1), "SegmentationDataset.voxel_size[0]: expected a finite number > 0, got 0.0"),
-    ((), "SegmentationDataset.voxel_size: expected a finite number > 0 or one per axis, got none"),
+    ((), "SegmentationDataset.voxel_size: expected a finite number > 0 or one per axis, got ()"),
     ("0.1", "SegmentationDataset.voxel_size: expected a finite number > 0, got '0.1'"),
     (True, "SegmentationDataset.voxel_size: expected a finite number > 0, got True"),
 ])

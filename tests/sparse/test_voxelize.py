@@ -68,7 +68,7 @@ def test_bad_input_raises():
         voxelize(torch.tensor([[0.0, float("nan"), 0.0]]), 0.1)
     with pytest.raises(ValueError, match="feats has 1 rows"):
         voxelize(torch.zeros(2, 3), 0.1, feats=torch.zeros(1, 2))
-    with pytest.raises(ValueError, match="positive"):
+    with pytest.raises(ValueError, match="expected a finite number > 0"):
         voxelize(torch.zeros(2, 3), 0.0)
 
 
@@ -88,10 +88,17 @@ def test_integer_points_use_the_fractional_voxel_size(dtype):
 
 
 @pytest.mark.parametrize("size, message", [
-    (float("nan"), "positive and finite"), (float("inf"), "positive and finite"), (0.0, "positive and finite"),
-    (-0.1, "positive and finite"), ([0.1, 0.0, 0.1], "positive and finite"), (torch.tensor([0.1, -1.0, 0.1]),
-                                                                               "positive and finite"),
-    ([0.1, 0.1], "a scalar or 3 values"), (torch.full((4,), 0.1), "a scalar or 3 values")])
+    (float("nan"), "^voxel_size: expected a finite number > 0, got nan$"),
+    (float("inf"), "^voxel_size: expected a finite number > 0, got inf$"),
+    (0.0, "^voxel_size: expected a finite number > 0, got 0.0$"),
+    (-0.1, "^voxel_size: expected a finite number > 0, got -0.1$"),
+    (True, "^voxel_size: expected a finite number > 0, got True$"),
+    ("0.1", "^voxel_size: expected a finite number > 0, got '0.1'$"),
+    ([0.1, 0.0, 0.1], r"^voxel_size\[1\]: expected a finite number > 0, got 0.0$"),
+    (torch.tensor([0.1, -1.0, 0.1]), r"^voxel_size\[1\]: expected a finite number > 0, got -1.0$"),
+    ([0.1, 0.1], r"^voxel_size: expected a finite number > 0 or 3 \(one per axis\), got \[0.1, 0.1\]$"),
+    ([], r"^voxel_size: expected a finite number > 0 or 3 \(one per axis\), got \[\]$"),
+    (torch.full((4,), 0.1), r"^voxel_size: expected a finite number > 0 or 3 \(one per axis\)")])
 def test_bad_voxel_size_raises_with_message(size, message):
     with pytest.raises(ValueError, match=message):
         voxelize(torch.zeros(2, 3, dtype=torch.int64), size)
