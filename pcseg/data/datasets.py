@@ -56,7 +56,10 @@ class SegmentationDataset(torch.utils.data.Dataset):
                  budget: Budget | str | os.PathLike | None = None, feature_keys: Sequence[str] = ("color",),
                  ignore_index: int = IGNORE_INDEX, voxel_reduce: str = "mean", loop: int = 1,
                  seed: int = 0) -> None:
-        voxel_sizes(voxel_size, field="SegmentationDataset.voxel_size")
+        try:
+            voxel_sizes(voxel_size, field="SegmentationDataset.voxel_size")
+        except ValueError as err:
+            raise BadArgumentError("voxel_size", str(err)) from None
         if loop < 1:
             raise BadArgumentError("loop", f"SegmentationDataset.loop: expected an int >= 1, got {loop}")
         if not feature_keys:

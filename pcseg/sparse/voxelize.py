@@ -9,8 +9,6 @@ from typing import NamedTuple, Optional, Sequence
 import torch
 from torch import Tensor
 
-from pcseg.utils.errors import BadArgumentError
-
 from .coords import check_range, pack_keys, tracing, unpack_keys
 
 __all__ = ["Voxelized", "voxelize", "unique_coords", "unique_keys", "majority_vote", "voxel_sizes"]
@@ -71,9 +69,8 @@ def voxel_sizes(voxel_size: float | Sequence[float] | Tensor, dim: int | None = 
                 field: str = "voxel_size") -> list[float]:
     """The voxel size as 1 or ``dim`` (any count when None) finite Python floats > 0.
 
-    Validated before any cast; a bool or non-number is refused. Raises
-    :class:`~pcseg.utils.errors.BadArgumentError` (argument ``voxel_size``) whose message names
-    ``field``, with ``[i]`` for a bad axis: ``voxel_size[1]: expected a finite number > 0, got 0.0``.
+    Validated before any cast; a bool or non-number is refused. Raises ValueError whose message
+    names ``field``, with ``[i]`` for a bad axis: ``voxel_size[1]: expected a finite number > 0, got 0.0``.
     """
     if isinstance(voxel_size, Tensor):
         values = voxel_size.detach().to("cpu", torch.float64).reshape(-1).tolist()
@@ -85,12 +82,11 @@ def voxel_sizes(voxel_size: float | Sequence[float] | Tensor, dim: int | None = 
         names = [f"{field}[{i}]" for i in range(len(values))]
     if len(values) == 0 or (dim is not None and len(values) not in (1, dim)):
         count = "one per axis" if dim is None else f"{dim} (one per axis)"
-        raise BadArgumentError("voxel_size", f"{field}: expected a finite number > 0 or {count}, got {voxel_size!r}")
+        raise ValueError(f"{field}: expected a finite number > 0 or {count}, got {voxel_size!r}")
     for name, value in zip(names, values):
         number = isinstance(value, numbers.Real) and not isinstance(value, bool)
         if not (number and math.isfinite(value) and value > 0):
-            raise BadArgumentError("voxel_size", f"{name}: expected a finite number > 0, "
-                                                 f"got {value if number else repr(value)}")
+            raise ValueError(f"{name}: expected a finite number > 0, got {value if number else repr(value)}")
     return [float(v) for v in values]
 
 
