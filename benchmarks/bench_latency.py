@@ -1,6 +1,6 @@
 """Batch-1 end-to-end latency, raw points in → per-point logits out, per executor; one JSON line per case.
 
-    python benchmarks/bench_latency.py [--threads 1 2] [--repeats 5] \
+    python benchmarks/bench_latency.py [--threads 1 2] [--repeats 5] [--traced-conv pairs|table] [--profile] \
         [--executors eager compiled exported aoti onnxruntime me_eager]
     python benchmarks/bench_latency.py --tiny --executors eager exported onnxruntime   # seconds: a smoke run
     PYTHONPATH=. /work/peers/.venv/bin/python benchmarks/bench_latency.py --executors eager me_eager  # with ME
@@ -14,9 +14,12 @@ input), which does not change the timing.
 Executors, all on the same :class:`pcseg.deploy.PointsToLogits`: ``eager``; ``compiled``
 (``torch.compile``, dynamic output shapes captured); ``exported`` (``torch.export`` program's
 ``module()``); ``aoti`` (AOTInductor package); ``onnxruntime`` (CPU provider, ``intra_op_num_threads``
-= the thread count). Each is prepared once (``prepare_s``: export / compile time), checked against
+= the thread count). Each is prepared once per case (``prepare_s``: export / compile time at the
+first thread count, only the load at the others for ``exported`` and ``onnxruntime``; ``compiled`` and
+``aoti`` compile per thread count, Inductor fixing its OpenMP threads then), checked against
 eager (``max_abs_diff``) and timed: one warm-up, then min and median of ``--repeats`` calls in ms.
-Eager lines also give ``voxelize_ms`` (the voxelization alone) to show where the time goes.
+Eager lines also give ``voxelize_ms`` (the voxelization alone) to show where the time goes, and with
+``--profile`` eager and exported lines add ``top_ops``: the ATen ops of most self time in one call.
 
 ``me_eager``: MinkowskiEngine's eager forward of the same network with the same weights (its
 MinkUNet / Res16UNet, ``benchmarks/me_checkpoint_parity.MEUNet``, loaded with pcseg's weights in
@@ -61,8 +64,11 @@ from pcseg.deploy import PointsToLogits, export_program, save_aoti, save_onnx  #
 from pcseg.models import MinkUNet, build_model  # noqa: E402
 from pcseg.models.convert import me_kernel_to_pcseg, me_key_to_pcseg  # noqa: E402
 from pcseg.sparse import voxelize  # noqa: E402
+from pcseg.sparse.kernels import TRACED_CONVS, traced_conv  # noqa: E402
 
 EXECUTORS = ("eager", "compiled", "exported", "aoti", "onnxruntime", "me_eager")
+TRACED_EXECUTORS = ("compiled", "exported", "aoti", "onnxruntime")
+"""Executors that run the traced form of the convolutions (``--traced-conv``)."""
 ME_RTOL = 1e-4  # me_eager vs eager, relative to max(1, max |logit|): ~1e-6 measured, a wrong kernel layout ~1
 
 
@@ -96,6 +102,22 @@ def cases(tiny: bool) -> list[tuple[str, Callable[[], nn.Module], float, tuple[t
         ("room_res16unet34c_2cm", lambda: build_model({"name": "Res16UNet34C", "in_channels": 3, "num_classes": 20}),
          0.02, room_input(120_000)),
     ]
+
+
+PROFILED = ("eager", "exported")
+"""Executors that run ATen ops one by one from Python, which ``torch.profiler`` can attribute."""
+
+
+def top_ops(fn: Callable[[], Any], count: int = 8) -> list[list]:
+    """One call of ``fn`` under ``torch.profiler``: the ``count`` ATen ops of most self CPU time,
+    each ``[name, self ms, share of the total self time]``."""
+    with torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CPU]) as prof:
+        fn()
+    events = [e for e in prof.key_averages() if e.key.startswith("aten::")]
+    total = sum(e.self_cpu_time_total for e in events) or 1.0
+    events.sort(key=lambda e: e.self_cpu_time_total, reverse=True)
+    return [[e.key, round(e.self_cpu_time_total / 1e3, 1), round(e.self_cpu_time_total / total, 3)]
+            for e in events[:count]]
 
 
 def timed(fn: Callable[[], Any], repeats: int) -> tuple[float, float]:
@@ -168,27 +190,44 @@ def check_me(diff: float, ref: Tensor) -> None:
                            f"{tolerance:.3g}; not timed")
 
 
-def prepare(executor: str, module: PointsToLogits, work: Path, threads: int) -> Callable:
-    """A callable (points, feats) -> logits for the executor."""
+def prepare(executor: str, module: PointsToLogits, work: Path, threads: int, built: dict[str, Any],
+            traced: str) -> Callable:
+    """A callable (points, feats) -> logits for the executor at ``threads``; ``traced``: the traced
+    form of the convolutions (:func:`pcseg.sparse.kernels.traced_conv`).
+
+    built: this case's artefacts so far. The exported program and the ONNX file are made once per
+    case and reused at every thread count (``prepare_s`` of a later count is then only the load;
+    ONNX Runtime's thread count is a session option). Inductor fixes the OpenMP thread count of its
+    kernels when it compiles, so ``compiled`` and ``aoti`` are compiled per thread count.
+    """
     if executor == "eager":
         return module
     if executor == "me_eager":
         return me_pipeline(module)
     if executor == "compiled":
+        torch._dynamo.reset()  # a fresh compile at this thread count
         torch._dynamo.config.capture_dynamic_output_shape_ops = True
         torch._dynamo.config.capture_scalar_outputs = True
-        return torch.compile(module, fullgraph=True, dynamic=True)
-    program = export_program(module)
+        compiled = torch.compile(module, fullgraph=True, dynamic=True)
+
+        def run(points: Tensor, feats: Tensor) -> Tensor:
+            with traced_conv(traced):
+                return compiled(points, feats)
+        return run
+    if "program" not in built:
+        built["program"] = export_program(module, conv=traced)
+    program = built["program"]
     if executor == "exported":
         return program.module()
     if executor == "aoti":
-        return torch._inductor.aoti_load_package(str(save_aoti(program, work / "model_aoti.pt2")))
+        return torch._inductor.aoti_load_package(str(save_aoti(program, work / f"model_aoti_{threads}t.pt2")))
     import onnxruntime as ort
 
+    if "onnx" not in built:
+        built["onnx"] = save_onnx(program, work / "model.onnx")
     options = ort.SessionOptions()
     options.intra_op_num_threads = threads
-    session = ort.InferenceSession(str(save_onnx(program, work / "model.onnx")), options,
-                                   providers=["CPUExecutionProvider"])
+    session = ort.InferenceSession(str(built["onnx"]), options, providers=["CPUExecutionProvider"])
     return lambda p, f: torch.from_numpy(session.run(None, {"points": p.numpy(), "feats": f.numpy()})[0])
 
 
@@ -198,9 +237,20 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--executors", nargs="+", choices=EXECUTORS, default=list(EXECUTORS))
     parser.add_argument("--tiny", action="store_true", help="small networks and clouds: a smoke run")
+    parser.add_argument("--cases", nargs="+", help="run only these cases (names as in the output lines)")
+    parser.add_argument("--traced-conv", choices=TRACED_CONVS, default="pairs",
+                        help="traced form of the convolutions of compiled, exported, aoti and onnxruntime")
+    parser.add_argument("--profile", action="store_true",
+                        help=f"add top_ops (where the time goes) for {', '.join(PROFILED)}, after the timing")
     args = parser.parse_args(argv)
     with tempfile.TemporaryDirectory() as tmp:
-        for case, build, voxel_size, (points, feats) in cases(args.tiny):
+        chosen = cases(args.tiny)
+        unknown = set(args.cases or ()) - {c[0] for c in chosen}
+        if unknown:
+            parser.error(f"--cases: unknown {', '.join(sorted(unknown))}; known: {', '.join(c[0] for c in chosen)}")
+        for case, build, voxel_size, (points, feats) in chosen:
+            if args.cases and case not in args.cases:
+                continue
             torch.manual_seed(0)
             module = PointsToLogits(build(), voxel_size)
             for m in module.modules():
@@ -211,14 +261,19 @@ def main(argv: list[str] | None = None) -> None:
                 module.eval()
                 ref = module(points, feats)
             voxels = len(voxelize(points, voxel_size).coords)
+            built: dict[str, Any] = {}
+            work = Path(tmp) / case
+            work.mkdir()
             for executor in args.executors:
                 for threads in args.threads:
                     torch.set_num_threads(threads)
                     record = dict(case=case, executor=executor, threads=threads, points=len(points), voxels=voxels,
                                   voxel_size=voxel_size, repeats=args.repeats)
+                    if executor in TRACED_EXECUTORS:
+                        record["traced_conv"] = args.traced_conv
                     try:
                         start = time.perf_counter()
-                        run = prepare(executor, module, Path(tmp), threads)
+                        run = prepare(executor, module, work, threads, built, args.traced_conv)
                         if executor == "me_eager":  # prepare imported ME, which loaded OpenBLAS
                             record["openblas_threads"] = set_openblas_threads(threads)
                         with torch.no_grad():
@@ -231,6 +286,8 @@ def main(argv: list[str] | None = None) -> None:
                             if executor == "eager":
                                 record["voxelize_ms"] = timed(lambda: voxelize(points, voxel_size, feats),
                                                               args.repeats)[0]
+                            if args.profile and executor in PROFILED:
+                                record["top_ops"] = top_ops(lambda: run(points, feats))
                     except Skipped as why:
                         record["skipped"] = str(why)
                     except Exception as err:  # an executor that fails is a result, not the end of the run

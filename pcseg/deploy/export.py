@@ -23,6 +23,8 @@ import torch
 from torch import Tensor
 from torch.export import Dim, ExportedProgram
 
+from pcseg.sparse.kernels import traced_conv
+
 from .pipeline import PointsToLogits
 
 __all__ = ["ONNX_OPS", "example_inputs", "export_program", "save_pt2", "save_aoti", "save_onnx", "onnx_op_types"]
@@ -55,18 +57,21 @@ def example_inputs(module: PointsToLogits, num_points: int = 2048, extent: float
 
 
 def export_program(module: PointsToLogits, points: Tensor | None = None,
-                   feats: Tensor | None = None) -> ExportedProgram:
+                   feats: Tensor | None = None, conv: str = "pairs") -> ExportedProgram:
     """``torch.export`` the whole pipeline (voxelize, kernel maps, network, slice back to the points).
 
     module: switched to eval mode (BatchNorm uses its running statistics). points, feats: example
     inputs, (N, D) and (N, C_in) float32 (:func:`example_inputs` when omitted). The number of points
     is a dynamic dimension ``num_points >= 1``; every later size (voxels per stride) is data-dependent.
+    conv: the traced form of the convolutions (:func:`pcseg.sparse.kernels.traced_conv`):
+    ``"pairs"`` multiplies only present neighbours; ``"table"`` multiplies a zero row for each
+    missing one but compiles about 3× faster with AOTInductor.
     """
     module.eval()
     if points is None or feats is None:
         points, feats = example_inputs(module)
     num_points = Dim("num_points", min=1)
-    with torch.no_grad():
+    with torch.no_grad(), traced_conv(conv):
         return torch.export.export(module, (points, feats),
                                    dynamic_shapes={"points": {0: num_points}, "feats": {0: num_points}})
 

@@ -19,16 +19,20 @@ layers of one pass, so large CPU buffers are not faulted in anew by every layer.
 The torch path is plain torch and runs on CPU and CUDA tensors alike.
 
 A traced kernel map (``torch.export`` / ``torch.compile``, :meth:`KernelMap.from_table`) has a fixed
-(N_out, K) neighbour table instead of pairs: the convolution is then ``Σ_k gather_k(feats) @ W[k]``
-through that table (missing neighbours read a zero row) and pooling reduces the gathered rows,
-plain differentiable ops that export, compile and ONNX express.
+(N_out, K) neighbour table instead of grouped pairs. The convolution then takes one of two traced
+forms (:func:`~pcseg.sparse.kernels.traced_conv`): ``"pairs"`` (default) takes each offset's
+present pairs from the table (one ``nonzero`` per offset, a data-dependent size) and adds
+``gather_k(feats) @ W[k]`` into their output rows; ``"table"`` gathers every offset through the
+table, a zero row for each missing neighbour (more multiplications, faster Inductor compiles).
+Pooling reduces the rows gathered through the table. Plain differentiable ops that export,
+compile and ONNX express.
 """
 from __future__ import annotations
 
 import torch
 from torch import Tensor
 
-from .kernels import conv_kernel
+from .kernels import conv_kernel, traced_conv_name
 from .kernels import cpu as cpu_kernels
 from .kmap import KernelMap
 
@@ -67,13 +71,35 @@ def _conv_forward(feats: Tensor, weight: Tensor, kmap: KernelMap, kernel: str) -
     return out.to(feats.dtype)
 
 
+def _conv_pairs(feats: Tensor, weight: Tensor, kmap: KernelMap) -> Tensor:
+    """Traced convolution, form ``"pairs"``: over the map's present pairs, in float32 or wider.
+
+    Per offset k, a gather of its input rows and a matrix product
+    (:meth:`~pcseg.sparse.kmap.KernelMap.offset_pairs`: data-dependent sizes computed once per map
+    inside the graph); then one scatter-add of all products into their output rows. Only present
+    neighbours are multiplied. The identity offset of a submanifold map multiplies the features
+    directly. Plain differentiable ops (NonZero, Gather, MatMul, Concat, ScatterND-add in ONNX).
+    feats (N_in, C_in), weight (K, C_in, C_out) → (N_out, C_out) in the dtype of ``feats``.
+    """
+    acc_dtype = torch.promote_types(feats.dtype, torch.float32)
+    if kmap.identity >= 0:
+        out = (feats @ weight[kmap.identity]).to(acc_dtype)
+    else:
+        out = feats.new_zeros((kmap.n_out, weight.shape[2]), dtype=acc_dtype)
+    in_rows, out_rows = kmap.offset_pairs()
+    if in_rows:
+        products = torch.cat([feats.index_select(0, rows) @ weight[k] for k, rows in in_rows])  # (P, C_out)
+        out.index_add_(0, out_rows, products.to(acc_dtype))
+    return out.to(feats.dtype)
+
+
 #: Gathered feature columns per matrix product of a traced convolution: offsets are grouped so that
 #: a group's (N_out, offsets × C_in) gather stays near this width, trading memory for fewer ops.
 TABLE_GATHER_WIDTH = 512
 
 
 def _conv_table(feats: Tensor, weight: Tensor, kmap: KernelMap) -> Tensor:
-    """Traced convolution: Σ_k padded[gather_index[:, k]] @ weight[k], in float32 or wider.
+    """Traced convolution, form ``"table"``: Σ_k padded[gather_index[:, k]] @ weight[k], in float32 or wider.
 
     Offsets are taken in static groups of ``max(1, TABLE_GATHER_WIDTH // C_in)``: one gather of
     (N_out, g, C_in) rows and one (N_out, g·C_in) @ (g·C_in, C_out) product per group. The identity
@@ -119,6 +145,10 @@ def _conv_weight_grad(feats: Tensor, grad_out: Tensor, weight: Tensor, kmap: Ker
     return grad_weight
 
 
+_TRACED = {"pairs": _conv_pairs, "table": _conv_table}
+"""The traced forms of a convolution (:data:`~pcseg.sparse.kernels.TRACED_CONVS`)."""
+
+
 class _SparseConvFunction(torch.autograd.Function):
     @staticmethod
     def forward(ctx, feats: Tensor, weight: Tensor, kmap: KernelMap) -> Tensor:
@@ -156,7 +186,7 @@ def sparse_conv(feats: Tensor, weight: Tensor, kmap: KernelMap) -> Tensor:
                          f"got {tuple(weight.shape)}")
     if feats.shape[0] != kmap.n_in:
         raise ValueError(f"feats has {feats.shape[0]} rows but the kernel map expects {kmap.n_in} input sites")
-    conv = _conv_table if kmap.traced else _SparseConvFunction.apply
+    conv = _TRACED[traced_conv_name()] if kmap.traced else _SparseConvFunction.apply
     if torch.is_autocast_enabled(feats.device.type):
         dtype = torch.get_autocast_dtype(feats.device.type)
         with torch.autocast(feats.device.type, enabled=False):

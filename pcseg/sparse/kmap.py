@@ -135,8 +135,9 @@ class KernelMap:
     map), or -1. Its pairs are not stored (its range in ``ptr`` is empty): kernels apply it as a
     plain matrix product without gather or scatter. The table holds it like any other offset.
     workspace: scratch buffers shared with the other maps of the same context.
-    traced: built while ``torch.export`` / ``torch.compile`` traced: only the table exists (pairs
-    would need host syncs), and convolutions gather through it.
+    traced: built while ``torch.export`` / ``torch.compile`` traced: only the table exists (the
+    grouped pairs' Python-int bounds would need host syncs); convolutions take its per-offset pairs
+    (:meth:`offset_pairs`, data-dependent sizes) and pooling gathers through the table.
     """
 
     def __init__(self, n_in: int, n_out: int, *, pairs: Optional[tuple[Tensor, Tensor, list[int]]] = None,
@@ -152,6 +153,7 @@ class KernelMap:
         self._reducers: dict[torch.dtype, Tensor] = {}
         self._transposed: KernelMap | None = None
         self._gather: Tensor | None = None
+        self._offset_pairs: tuple[list[tuple[int, Tensor]], Tensor] | None = None
 
     def __repr__(self) -> str:
         return (f"KernelMap(n_in={self.n_in}, n_out={self.n_out}, K={self.kernel_volume}, "
@@ -235,6 +237,31 @@ class KernelMap:
         if self._columns is None:
             self._columns = self.neighbor_table().t().contiguous()
         return self._columns
+
+    def offset_pairs(self) -> tuple[list[tuple[int, Tensor]], Tensor]:
+        """Pairs of every offset but the identity: ``([(k, in_rows_k), …], out_rows)`` (cached).
+
+        in_rows_k: (P_k,) int64, the input rows of offset k; out_rows: (P,) int64, the output rows
+        of all pairs, offset after offset in the list's order (ascending within one offset).
+        Derived from the neighbour table by one ``nonzero`` per offset, without host syncs: P_k is
+        a data-dependent size, so a traced map gets its pairs inside the graph. A submanifold map
+        (``identity >= 0``) is symmetric: offset K-1-k holds the pairs of offset k swapped, so
+        only half is searched.
+        """
+        if self._offset_pairs is None:
+            table, k_vol = self.neighbor_table(), self.kernel_volume
+            searched = k_vol // 2 if self.identity >= 0 else k_vol
+            ins, outs = [], []
+            for k in range(searched):
+                out_rows = (table[:, k] >= 0).nonzero().squeeze(1)
+                in_rows = table[:, k].index_select(0, out_rows).to(torch.int64)
+                ins.append((k, in_rows))
+                outs.append(out_rows)
+                if self.identity >= 0:
+                    ins.append((k_vol - 1 - k, out_rows))
+                    outs.append(in_rows)
+            self._offset_pairs = (ins, torch.cat(outs) if outs else table.new_zeros((0,), dtype=torch.int64))
+        return self._offset_pairs
 
     def gather_index(self) -> Tensor:
         """(n_out, K) int64 rows to gather from the features with one zero row appended (cached).

@@ -21,13 +21,14 @@ def clouds2d() -> list[Cloud]:
 
 @pytest.fixture(scope="session")
 def export_cache(tmp_path_factory) -> Callable:
-    """``get(key, build)``: (module, program, directory) of an exported network, built once per session."""
+    """``get(key, build, conv="pairs")``: (module, program, directory) of an exported network, built
+    once per session; ``conv``: the traced form of its convolutions."""
     cache: dict[str, tuple] = {}
 
-    def get(key: str, build: Callable[[], PointsToLogits]):
+    def get(key: str, build: Callable[[], PointsToLogits], conv: str = "pairs"):
         if key not in cache:
             module = build()
-            cache[key] = (module, export_program(module), tmp_path_factory.mktemp(key))
+            cache[key] = (module, export_program(module, conv=conv), tmp_path_factory.mktemp(key))
         return cache[key]
 
     return get

@@ -15,7 +15,7 @@ HAS_ME = importlib.util.find_spec("MinkowskiEngine") is not None
 
 def test_tiny_run_prints_one_checked_line_per_case_executor_and_thread():
     proc = subprocess.run([sys.executable, str(REPO / "benchmarks" / "bench_latency.py"), "--tiny", "--repeats", "1",
-                           "--threads", "1", "--executors", "eager", "exported", "me_eager"],
+                           "--threads", "1", "--executors", "eager", "exported", "me_eager", "--profile"],
                           capture_output=True, text=True, timeout=1200)
     assert proc.returncode == 0, proc.stderr[-3000:]
     lines = [json.loads(line) for line in proc.stdout.splitlines()]
@@ -30,3 +30,10 @@ def test_tiny_run_prints_one_checked_line_per_case_executor_and_thread():
         if r["executor"] == "me_eager":  # another engine: float32 rounding differs, so exactly 0 means no ME ran
             assert r["max_abs_diff"] > 0 and r["openblas_threads"] == 1, r
     assert all("voxelize_ms" in r for r in lines if r["executor"] == "eager")
+    for r in lines:  # --profile: eager and exported say where their time goes, most first
+        ops = r.get("top_ops")
+        assert (ops is not None) == (r["executor"] in ("eager", "exported")), r
+        if ops:
+            assert all(name.startswith("aten::") and ms >= 0 and 0 <= share <= 1 for name, ms, share in ops), ops
+            assert [ms for _, ms, _ in ops] == sorted((ms for _, ms, _ in ops), reverse=True)
+            assert sum(share for _, _, share in ops) <= 1.001

@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from pcseg.sparse import kmap as kmap_module
-from pcseg.sparse.kernels import conv_backend
+from pcseg.sparse.kernels import conv_backend, traced_conv
 
 
 @pytest.fixture
@@ -34,17 +34,18 @@ def cpu_kernels():
         pytest.skip(f"the compiled CPU kernels do not build here: {cpu.unavailable_reason()}")
 
 
-@pytest.fixture(params=["torch", "cpu", "fused", "table"])
+@pytest.fixture(params=["torch", "cpu", "fused", "traced_pairs", "traced_table"])
 def conv_path(request):
     """Run a test on the torch pair path, on the compiled CPU kernels, with the fused Triton kernel
     switched on, and on the traced form of the kernel maps (the path of torch.export /
-    torch.compile) run eagerly."""
-    backend = {"torch": "torch", "cpu": "cpu", "fused": "fused", "table": "torch"}[request.param]
+    torch.compile) run eagerly, with each traced form of the convolution ("pairs", "table")."""
+    backend = {"torch": "torch", "cpu": "cpu", "fused": "fused"}.get(request.param, "torch")
+    traced = request.param.removeprefix("traced_") if request.param.startswith("traced_") else "pairs"
     if request.param == "fused":
         request.getfixturevalue("triton_kernels")
     elif request.param == "cpu":
         request.getfixturevalue("cpu_kernels")
-    elif request.param == "table":
+    elif request.param.startswith("traced_"):
         request.getfixturevalue("table_maps")
-    with conv_backend(backend):
+    with conv_backend(backend), traced_conv(traced):
         yield request.param

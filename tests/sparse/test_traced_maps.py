@@ -1,14 +1,15 @@
 """The traced form of the sparse core: sort-merge look-up, unique keys, neighbour tables.
 
-The dense-oracle convolution and pooling tests also run on this form (``conv_path`` "table" in
-conftest.py); these tests check its pieces against hand-computed values and brute force.
+The dense-oracle convolution and pooling tests also run on this form (``conv_path`` "traced_pairs"
+and "traced_table" in conftest.py); these tests check its pieces against hand-computed values and
+brute force.
 """
 import numpy as np
 import pytest
 import torch
 
 from pcseg.sparse import SparseConv, SparseConvTranspose, SparseTensor
-from pcseg.sparse.kmap import SortedKeys, invert_table
+from pcseg.sparse.kmap import KernelMap, SortedKeys, invert_table
 from pcseg.sparse.voxelize import unique_keys
 
 
@@ -76,3 +77,24 @@ def test_table_maps_equal_pair_maps(kind, monkeypatch):
     traced = table()
     assert traced.dtype == torch.int32 and torch.equal(traced, pairs)
     assert (pairs >= 0).any(1).all()                             # every output site has an input
+
+
+def _pairs_as_lists(kmap: KernelMap):
+    in_rows, out_rows = kmap.offset_pairs()
+    return [(k, rows.tolist()) for k, rows in in_rows], out_rows.tolist()
+
+
+def test_offset_pairs_of_a_submanifold_table_by_hand():
+    """Sites 0, 1, 3 on a line, kernel 3 (offsets -1, 0, +1): only 0-1 are neighbours. Offset 0 is
+    searched (output 1 reads input 0), offset 2 is its mirror (output 0 reads input 1), the identity
+    offset 1 has no pairs."""
+    table = torch.tensor([[-1, 0, 1], [0, 1, -1], [-1, 2, -1]], dtype=torch.int32)
+    kmap = KernelMap.from_table(table, 3, identity=1, traced=True)
+    assert _pairs_as_lists(kmap) == ([(0, [0]), (2, [1])], [1, 0])
+
+
+def test_offset_pairs_of_a_strided_table_by_hand():
+    """No identity: every offset searched, output rows ascending within an offset, offsets in order."""
+    table = torch.tensor([[0, 1], [2, -1], [-1, 3]], dtype=torch.int32)
+    kmap = KernelMap.from_table(table, 4, traced=True)
+    assert _pairs_as_lists(kmap) == ([(0, [0, 2]), (1, [1, 3])], [0, 1, 0, 2])
