@@ -19,7 +19,8 @@ first thread count, only the load at the others for ``exported`` and ``onnxrunti
 ``aoti`` compile per thread count, Inductor fixing its OpenMP threads then), checked against
 eager (``max_abs_diff``) and timed: one warm-up, then min and median of ``--repeats`` calls in ms.
 Eager lines also give ``voxelize_ms`` (the voxelization alone) to show where the time goes, and with
-``--profile`` eager and exported lines add ``top_ops``: the ATen ops of most self time in one call.
+``--profile`` eager and exported lines add ``top_ops``: the ATen ops and compiled-kernel ranges of most
+self time in one profiled call, with their share of that call's wall time (``profiled_ms``).
 
 ``me_eager``: MinkowskiEngine's eager forward of the same network with the same weights (its
 MinkUNet / Res16UNet, ``benchmarks/me_checkpoint_parity.MEUNet``, loaded with pcseg's weights in
@@ -108,16 +109,18 @@ PROFILED = ("eager", "exported")
 """Executors that run ATen ops one by one from Python, which ``torch.profiler`` can attribute."""
 
 
-def top_ops(fn: Callable[[], Any], count: int = 8) -> list[list]:
-    """One call of ``fn`` under ``torch.profiler``: the ``count`` ATen ops of most self CPU time,
-    each ``[name, self ms, share of the total self time]``."""
+def top_ops(fn: Callable[[], Any], count: int = 8) -> tuple[float, list[list]]:
+    """One call of ``fn`` under ``torch.profiler``: its wall time (ms) and the ``count`` ATen ops and
+    compiled-kernel ranges (``pcseg::…``) of most self CPU time, each ``[name, self ms, share of the
+    call's wall time]``."""
     with torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CPU]) as prof:
+        start = time.perf_counter()
         fn()
-    events = [e for e in prof.key_averages() if e.key.startswith("aten::")]
-    total = sum(e.self_cpu_time_total for e in events) or 1.0
+        wall = (time.perf_counter() - start) * 1e3
+    events = [e for e in prof.key_averages() if e.key.startswith(("aten::", "pcseg::"))]
     events.sort(key=lambda e: e.self_cpu_time_total, reverse=True)
-    return [[e.key, round(e.self_cpu_time_total / 1e3, 1), round(e.self_cpu_time_total / total, 3)]
-            for e in events[:count]]
+    return round(wall, 1), [[e.key, round(e.self_cpu_time_total / 1e3, 1), round(e.self_cpu_time_total / 1e3 / wall, 3)]
+                            for e in events[:count]]
 
 
 def timed(fn: Callable[[], Any], repeats: int) -> tuple[float, float]:
@@ -287,7 +290,7 @@ def main(argv: list[str] | None = None) -> None:
                                 record["voxelize_ms"] = timed(lambda: voxelize(points, voxel_size, feats),
                                                               args.repeats)[0]
                             if args.profile and executor in PROFILED:
-                                record["top_ops"] = top_ops(lambda: run(points, feats))
+                                record["profiled_ms"], record["top_ops"] = top_ops(lambda: run(points, feats))
                     except Skipped as why:
                         record["skipped"] = str(why)
                     except Exception as err:  # an executor that fails is a result, not the end of the run

@@ -74,11 +74,13 @@ def _conv_forward(feats: Tensor, weight: Tensor, kmap: KernelMap, kernel: str) -
 def _conv_pairs(feats: Tensor, weight: Tensor, kmap: KernelMap) -> Tensor:
     """Traced convolution, form ``"pairs"``: over the map's present pairs, in float32 or wider.
 
-    Per offset k, a gather of its input rows and a matrix product
-    (:meth:`~pcseg.sparse.kmap.KernelMap.offset_pairs`: data-dependent sizes computed once per map
-    inside the graph); then one scatter-add of all products into their output rows. Only present
-    neighbours are multiplied. The identity offset of a submanifold map multiplies the features
-    directly. Plain differentiable ops (NonZero, Gather, MatMul, Concat, ScatterND-add in ONNX).
+    Per offset k (:meth:`~pcseg.sparse.kmap.KernelMap.offset_pairs`: data-dependent sizes computed
+    once per map inside the graph), a gather of its input rows, a matrix product and an index-add
+    into its output rows. Only present neighbours are multiplied, and no add has two updates of
+    one row (each offset's output rows are distinct), so no executor can race on them: ONNX
+    Runtime's multi-threaded ScatterND loses updates to a row indexed twice. The identity offset
+    of a submanifold map multiplies the features directly. Plain differentiable ops (NonZero,
+    Gather, MatMul, ScatterND-add in ONNX).
     feats (N_in, C_in), weight (K, C_in, C_out) → (N_out, C_out) in the dtype of ``feats``.
     """
     acc_dtype = torch.promote_types(feats.dtype, torch.float32)
@@ -86,10 +88,8 @@ def _conv_pairs(feats: Tensor, weight: Tensor, kmap: KernelMap) -> Tensor:
         out = (feats @ weight[kmap.identity]).to(acc_dtype)
     else:
         out = feats.new_zeros((kmap.n_out, weight.shape[2]), dtype=acc_dtype)
-    in_rows, out_rows = kmap.offset_pairs()
-    if in_rows:
-        products = torch.cat([feats.index_select(0, rows) @ weight[k] for k, rows in in_rows])  # (P, C_out)
-        out.index_add_(0, out_rows, products.to(acc_dtype))
+    for k, in_rows, out_rows in kmap.offset_pairs():
+        out.index_add_(0, out_rows, (feats.index_select(0, in_rows) @ weight[k]).to(acc_dtype))
     return out.to(feats.dtype)
 
 

@@ -153,7 +153,7 @@ class KernelMap:
         self._reducers: dict[torch.dtype, Tensor] = {}
         self._transposed: KernelMap | None = None
         self._gather: Tensor | None = None
-        self._offset_pairs: tuple[list[tuple[int, Tensor]], Tensor] | None = None
+        self._offset_pairs: list[tuple[int, Tensor, Tensor]] | None = None
 
     def __repr__(self) -> str:
         return (f"KernelMap(n_in={self.n_in}, n_out={self.n_out}, K={self.kernel_volume}, "
@@ -238,29 +238,25 @@ class KernelMap:
             self._columns = self.neighbor_table().t().contiguous()
         return self._columns
 
-    def offset_pairs(self) -> tuple[list[tuple[int, Tensor]], Tensor]:
-        """Pairs of every offset but the identity: ``([(k, in_rows_k), …], out_rows)`` (cached).
+    def offset_pairs(self) -> list[tuple[int, Tensor, Tensor]]:
+        """``(k, in_rows, out_rows)`` for every offset but the identity, each (P_k,) int64 (cached).
 
-        in_rows_k: (P_k,) int64, the input rows of offset k; out_rows: (P,) int64, the output rows
-        of all pairs, offset after offset in the list's order (ascending within one offset).
         Derived from the neighbour table by one ``nonzero`` per offset, without host syncs: P_k is
-        a data-dependent size, so a traced map gets its pairs inside the graph. A submanifold map
-        (``identity >= 0``) is symmetric: offset K-1-k holds the pairs of offset k swapped, so
-        only half is searched.
+        a data-dependent size, so a traced map gets its pairs inside the graph. Within one offset
+        the output rows are distinct and ascending. A submanifold map (``identity >= 0``) is
+        symmetric: offset K-1-k holds the pairs of offset k swapped, so only half is searched.
         """
         if self._offset_pairs is None:
             table, k_vol = self.neighbor_table(), self.kernel_volume
             searched = k_vol // 2 if self.identity >= 0 else k_vol
-            ins, outs = [], []
+            pairs = []
             for k in range(searched):
                 out_rows = (table[:, k] >= 0).nonzero().squeeze(1)
                 in_rows = table[:, k].index_select(0, out_rows).to(torch.int64)
-                ins.append((k, in_rows))
-                outs.append(out_rows)
+                pairs.append((k, in_rows, out_rows))
                 if self.identity >= 0:
-                    ins.append((k_vol - 1 - k, out_rows))
-                    outs.append(in_rows)
-            self._offset_pairs = (ins, torch.cat(outs) if outs else table.new_zeros((0,), dtype=torch.int64))
+                    pairs.append((k_vol - 1 - k, out_rows, in_rows))
+            self._offset_pairs = pairs
         return self._offset_pairs
 
     def gather_index(self) -> Tensor:

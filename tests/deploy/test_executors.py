@@ -86,6 +86,7 @@ def check_all_executors(module, program, workdir: Path, clouds: list[Cloud],
         onnx_path = save_onnx(program, workdir / "model.onnx")
         assert set(onnx_op_types(onnx_path)) <= set(ONNX_OPS)
         results["onnxruntime"] = run_onnx(onnx_path, clouds)
+        results["onnxruntime at 2 threads"] = run_onnx(onnx_path, clouds, threads=2)  # races would show here
     if "aoti" in executors:
         runner = torch._inductor.aoti_load_package(str(save_aoti(program, workdir / "model_aoti.pt2")))
         with torch.no_grad():

@@ -29,6 +29,7 @@ from typing import Optional
 
 import torch
 from torch import Tensor
+from torch.profiler import record_function
 
 __all__ = ["available", "unavailable_reason", "load", "conv_forward", "conv_weight_grad", "lookup_table"]
 
@@ -108,14 +109,18 @@ def unavailable_reason() -> Optional[str]:
 
 
 def conv_forward(feats: Tensor, table: Tensor, weight: Tensor) -> Tensor:
-    """feats (N_in, C_in) float32, table (N_out, K) int32, weight (K, C_in, C_out) float32 → (N_out, C_out)."""
-    return load().conv_forward(feats.contiguous(), table.contiguous(), weight.contiguous())
+    """(Each kernel call is a ``pcseg::<name>`` range in ``torch.profiler`` traces.)
+
+    feats (N_in, C_in) float32, table (N_out, K) int32, weight (K, C_in, C_out) float32 → (N_out, C_out)."""
+    with record_function("pcseg::conv_forward"):
+        return load().conv_forward(feats.contiguous(), table.contiguous(), weight.contiguous())
 
 
 def conv_weight_grad(feats: Tensor, grad_out: Tensor, columns: Tensor) -> Tensor:
     """feats (N_in, C_in), grad_out (N_out, C_out) float32, columns (K, N_out) int32 (the table
     transposed) → (K, C_in, C_out)."""
-    return load().conv_weight_grad(feats.contiguous(), grad_out.contiguous(), columns.contiguous())
+    with record_function("pcseg::conv_weight_grad"):
+        return load().conv_weight_grad(feats.contiguous(), grad_out.contiguous(), columns.contiguous())
 
 
 def lookup_table(in_keys: Tensor, in_order: Tensor, out_keys: Tensor, out_order: Tensor,
@@ -125,5 +130,6 @@ def lookup_table(in_keys: Tensor, in_order: Tensor, out_keys: Tensor, out_order:
     in_keys, out_keys: (N,) sorted int64 keys; in_order, out_order: (N,) int64 rows of each sorted key;
     offset_keys: (K,) int64.
     """
-    return load().lookup_table(in_keys.contiguous(), in_order.contiguous(), out_keys.contiguous(),
-                               out_order.contiguous(), offset_keys.contiguous())
+    with record_function("pcseg::lookup_table"):
+        return load().lookup_table(in_keys.contiguous(), in_order.contiguous(), out_keys.contiguous(),
+                                   out_order.contiguous(), offset_keys.contiguous())
