@@ -4,9 +4,10 @@ Executors: ``torch.export.load`` in a subprocess that never imports pcseg, ONNX 
 neither torch nor pcseg: an oracle for the sparse core too), an AOTInductor package, and the C++
 example of examples/aoti_cpp. Oracle: the eager :class:`PointsToLogits` on the same points.
 The CI cases use a small U-Net (every MinkUNet stage, narrow widths) exported in both traced forms
-of the convolutions ("pairs": .pt2 and ONNX Runtime; "table": those, AOTInductor and the C++
-example); MinkUNet18A, Res16UNet34C and the D=2 MinkUNet14A run every executor on "pairs" with
-``pytest -m slow`` (AOTInductor compiles take minutes on 2 cores).
+of the convolutions ("pairs": .pt2 and ONNX Runtime at 1 and 2 threads; "table": .pt2, AOTInductor
+and the C++ example); MinkUNet18A, Res16UNet34C and the D=2 MinkUNet14A run every executor on
+"pairs", and the small U-Net's "table" form in ONNX Runtime, with ``pytest -m slow`` (AOTInductor
+compiles take minutes on 2 cores).
 """
 from __future__ import annotations
 
@@ -113,7 +114,7 @@ def test_tiny_unet_3d_all_executors(tiny3d, tiny3d_table, clouds3d):
     module, program, workdir = tiny3d
     check_all_executors(module, program, workdir, clouds3d, executors=("pt2", "onnxruntime"))
     module, program, workdir = tiny3d_table
-    check_all_executors(module, program, workdir, clouds3d, executors=("pt2", "onnxruntime", "aoti"))
+    check_all_executors(module, program, workdir, clouds3d, executors=("pt2", "aoti"))  # ONNX of it: slow tests
 
 
 def test_tiny_unet_2d_pt2(export_cache, clouds2d):
@@ -188,3 +189,9 @@ def test_minkunet14a_2d_all_executors(export_cache, clouds2d):
     module, program, workdir = export_cache("MinkUNet14A_2d",
                                             lambda: calibrated(registry_net("MinkUNet14A", 2), 0.05, clouds2d[0]))
     check_all_executors(module, program, workdir, clouds2d)
+
+
+@pytest.mark.slow
+def test_tiny_unet_3d_table_form_in_onnx_runtime(tiny3d_table, clouds3d):
+    module, program, workdir = tiny3d_table
+    check_all_executors(module, program, workdir, clouds3d, executors=("pt2", "onnxruntime"))
