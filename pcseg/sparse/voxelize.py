@@ -75,6 +75,8 @@ def voxel_sizes(voxel_size: float | Sequence[float] | Tensor, dim: int | None = 
     if isinstance(voxel_size, Tensor):
         values = voxel_size.detach().to("cpu", torch.float64).reshape(-1).tolist()
         names = [field] if voxel_size.ndim == 0 else [f"{field}[{i}]" for i in range(len(values))]
+    elif getattr(voxel_size, "ndim", None) == 0:                      # a 0-d array: one value
+        values, names = [voxel_size.item()], [field]
     elif isinstance(voxel_size, (str, bytes)) or not isinstance(voxel_size, Iterable):
         values, names = [voxel_size], [field]
     else:

@@ -8,6 +8,7 @@ import pytest
 import torch
 
 from pcseg.sparse import CoordinateOverflowError, voxelize
+from pcseg.sparse.voxelize import voxel_sizes
 
 
 def brute_force(points, voxel_size, feats, labels, ignore=-100):
@@ -85,6 +86,12 @@ def test_integer_points_use_the_fractional_voxel_size(dtype):
     # per-axis sizes, one fractional
     v = voxelize(torch.tensor([[3, 3], [4, 4]], dtype=dtype), [1.5, 2])
     assert v.coords.tolist() == [[2, 1], [2, 2]]
+
+
+def test_zero_dimensional_array_voxel_size_is_one_value():
+    assert voxel_sizes(np.array(0.25), 3) == [0.25]
+    with pytest.raises(ValueError, match="^voxel_size: expected a finite number > 0, got -1.0$"):
+        voxel_sizes(np.array(-1.0), 3)
 
 
 @pytest.mark.parametrize("size, message", [
