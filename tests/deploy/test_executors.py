@@ -21,7 +21,7 @@ import numpy as np
 import pytest
 import torch
 
-from deploy_helpers import Cloud, assert_logits_match, calibrated, eager_logits
+from deploy_helpers import Cloud, assert_logits_match, calibrated, eager_logits, full_sweep
 from pcseg.deploy import ONNX_OPS, onnx_op_types, save_aoti, save_onnx, save_pt2
 from pcseg.models import MinkUNet, build_model
 from pcseg.sparse import CoordinateOverflowError
@@ -114,7 +114,11 @@ def test_tiny_unet_3d_all_executors(tiny3d, tiny3d_table, clouds3d):
     module, program, workdir = tiny3d
     check_all_executors(module, program, workdir, clouds3d, executors=("pt2", "onnxruntime"))
     module, program, workdir = tiny3d_table
-    check_all_executors(module, program, workdir, clouds3d, executors=("pt2", "aoti"))  # ONNX of it: slow tests
+    large = full_sweep()
+    voxels = len(torch.unique(torch.floor(large.points / 0.1), dim=0))
+    assert voxels > 32766, voxels                                       # the former AOTInductor bound
+    check_all_executors(module, program, workdir, clouds3d + [large],
+                        executors=("pt2", "aoti"))                      # ONNX of the table form: slow tests
 
 
 def test_tiny_unet_2d_pt2(export_cache, clouds2d):
