@@ -38,8 +38,12 @@ def _sweep(azimuth_steps: int) -> tuple[np.ndarray, np.ndarray]:
 def full_sweep() -> Cloud:
     """The sweep at the sensor's full 2048 azimuth steps: 127,240 points, 35,814 voxels at 10 cm
     (above the 32,766 that Inductor's sort lowering once bounded AOTInductor packages to)."""
-    points, feats = _sweep(2048)
-    return Cloud("full sweep", torch.from_numpy(np.ascontiguousarray(points)), torch.from_numpy(feats.astype(np.float32)))
+    return _cloud("full sweep", *_sweep(2048))
+
+
+def _cloud(name: str, points: np.ndarray, feats: np.ndarray, dim: int = 3) -> Cloud:
+    """(N, >= dim) points, keeping the first ``dim`` axes, and (N, C) features as float32 tensors."""
+    return Cloud(name, torch.from_numpy(np.ascontiguousarray(points[:, :dim])), torch.from_numpy(feats.astype(np.float32)))
 
 
 def make_clouds(dim: int = 3) -> list[Cloud]:
@@ -50,8 +54,7 @@ def make_clouds(dim: int = 3) -> list[Cloud]:
     obj = instance == furniture[np.argmax(counts)]
     sweep_points, sweep_feats = _sweep(320)
     clouds = [("room", coord, colour), ("sweep", sweep_points, sweep_feats), ("object", coord[obj], colour[obj])]
-    return [Cloud(name, torch.from_numpy(np.ascontiguousarray(p[:, :dim])), torch.from_numpy(f.astype(np.float32)))
-            for name, p, f in clouds]
+    return [_cloud(name, p, f, dim) for name, p, f in clouds]
 
 
 def calibrated(model: nn.Module, voxel_size: float, cloud: Cloud) -> PointsToLogits:
