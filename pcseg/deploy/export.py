@@ -90,24 +90,8 @@ def save_aoti(program: ExportedProgram, path: str | Path) -> Path:
     ``torch::inductor::AOTIModelPackageLoader`` (see ``examples/aoti_cpp``). Needs a C++ compiler.
     """
     path = Path(path)
-    torch._inductor.aoti_compile_and_package(program, package_path=str(path),
-                                             inductor_configs=_aoti_configs(program))
+    torch._inductor.aoti_compile_and_package(program, package_path=str(path))
     return path
-
-
-def _aoti_configs(program: ExportedProgram) -> dict[str, object]:
-    """Inductor settings for compiling ``program``.
-
-    Inductor's ``aten.sort`` lowering guards the sorted length below 32,767 (its int16 index range)
-    on the example's size before it asks whether the device has a sort kernel at all; AOTInductor
-    turns that guard into a hard bound on the number of points and voxels (``Expected u0 <= 32766``).
-    The CPU backend has no sort kernel and always calls ``aten.sort``, so on CPU the int32 index
-    range (``triton.decompose_sort_ops``) lifts the bound to 2**31 - 1 without changing the code.
-    On CUDA the same setting would send every sort to a Triton kernel; it is left alone there.
-    """
-    devices = {node.meta["val"].device for node in program.graph.nodes
-               if node.op == "placeholder" and isinstance(node.meta.get("val"), torch.Tensor)}
-    return {"triton.decompose_sort_ops": True} if devices == {torch.device("cpu")} else {}
 
 
 def save_onnx(program: ExportedProgram, path: str | Path) -> Path:

@@ -27,7 +27,7 @@ import torch
 from torch import Tensor
 
 __all__ = ["BATCH_BITS", "CoordinateOverflowError", "axis_bits", "coord_range", "check_range",
-           "pack_keys", "unpack_keys", "offset_keys", "tracing"]
+           "pack_keys", "unpack_keys", "offset_keys", "tracing", "sort_keys"]
 
 BATCH_BITS = 10
 _INT32 = (-(1 << 31), (1 << 31) - 1)
@@ -59,6 +59,28 @@ def coord_range(dim: int) -> tuple[int, int]:
 def tracing() -> bool:
     """True while ``torch.export`` or ``torch.compile`` traces: no Python branching on tensor values."""
     return torch.compiler.is_compiling()
+
+
+# Sentinels sorted before the keys while tracing: one more than Inductor's int16 sort index range.
+_TRACED_SORT_PAD = 32767
+
+
+def sort_keys(keys: Tensor) -> tuple[Tensor, Tensor]:
+    """``torch.sort`` of (N,) int64 keys >= 0 (every packed key is), ascending.
+
+    Returns ``(values (N,) int64, order (N,) int64)``. While tracing, 32,767 sentinels of value -1
+    are appended; they sort before every key, and the last N entries are returned. Inductor's
+    ``aten.sort`` lowering guards the sorted length below 32,767 (its int16 index range) on the
+    export example's size before it decides between its own kernel and ``aten.sort``; AOTInductor
+    compiles that guard into a hard bound on the scenes a package accepts (``Expected u0 <= 32766``),
+    on CPU and CUDA alike. A length of N + 32,767 is provably outside that range, so the lowering
+    calls ``aten.sort`` without a guard on any device. Eagerly a plain sort.
+    """
+    if not tracing():
+        return torch.sort(keys)
+    padded = torch.cat([keys, keys.new_full((_TRACED_SORT_PAD,), -1)])
+    values, order = torch.sort(padded)
+    return values[_TRACED_SORT_PAD:], order[_TRACED_SORT_PAD:]
 
 
 def _fmt(value: float) -> str:

@@ -33,7 +33,7 @@ import torch
 from torch import Tensor
 
 from .kernels import compiled_kmaps, cpu as cpu_kernels
-from .coords import BATCH_BITS, axis_bits, check_range, offset_keys, pack_keys, tracing
+from .coords import BATCH_BITS, axis_bits, check_range, offset_keys, pack_keys, sort_keys, tracing
 
 __all__ = ["kernel_offsets", "KernelMap", "build_kernel_map", "invert_table", "SortedKeys", "Workspace"]
 
@@ -64,7 +64,7 @@ class SortedKeys:
 
     @classmethod
     def from_coords(cls, coords: Tensor) -> "SortedKeys":
-        keys, order = torch.sort(pack_keys(coords))
+        keys, order = sort_keys(pack_keys(coords))
         return cls(keys, order)
 
     def lookup(self, query: Tensor) -> Tensor:
@@ -91,7 +91,7 @@ class SortedKeys:
         """
         n = self.keys.shape[0]
         flat = query.reshape(-1)
-        _, perm = torch.sort(torch.cat([self.keys * 2, flat * 2 + 1]))
+        _, perm = sort_keys(torch.cat([self.keys * 2, flat * 2 + 1]))
         count = torch.cumsum((perm < n).to(torch.int64), 0) - 1
         last = torch.empty_like(count).scatter_(0, perm, count)[n:]     # -1: no key <= query
         keys = torch.cat([self.keys, self.keys.new_full((1,), -1)])      # index -1 reads this sentinel

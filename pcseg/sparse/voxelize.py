@@ -9,7 +9,7 @@ from typing import NamedTuple, Optional, Sequence
 import torch
 from torch import Tensor
 
-from .coords import check_range, pack_keys, tracing, unpack_keys
+from .coords import check_range, pack_keys, sort_keys, tracing, unpack_keys
 
 __all__ = ["Voxelized", "voxelize", "unique_coords", "unique_keys", "majority_vote", "voxel_sizes"]
 
@@ -38,7 +38,7 @@ def unique_keys(keys: Tensor) -> tuple[Tensor, Tensor]:
     traces (the output size is data-dependent) and that ONNX expresses (TopK, CumSum, NonZero).
     A traced graph asserts at least one key (a program runs on a non-empty scene).
     """
-    sorted_keys, order = torch.sort(keys)
+    sorted_keys, order = sort_keys(keys)
     # starts of runs; roll, not slices, so that a traced graph holds for any N >= 1
     starts = (sorted_keys != sorted_keys.roll(1)) | (torch.arange(keys.shape[0], device=keys.device) == 0)
     group = torch.cumsum(starts.to(torch.int64), 0) - 1

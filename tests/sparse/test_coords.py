@@ -1,9 +1,9 @@
-"""Coordinate keys: round trip, ordering, overflow errors."""
+"""Coordinate keys: round trip, ordering, overflow errors, the traced sort."""
 import pytest
 import torch
 
 from pcseg.sparse import CoordinateOverflowError, SparseConv, SparseTensor, pack_keys, unpack_keys
-from pcseg.sparse.coords import coord_range, offset_keys
+from pcseg.sparse.coords import coord_range, offset_keys, sort_keys
 
 
 @pytest.mark.parametrize("dim", [2, 3, 4])
@@ -50,3 +50,24 @@ def test_int64_coords_are_range_checked_before_the_int32_cast():
     # in range: int64 is accepted and stored as the same int32 values
     x = SparseTensor(torch.ones(2, 1), torch.tensor([[0, -5, 7, 9], [1, 0, 0, 0]]))
     assert x.coords.dtype == torch.int32 and x.coords.tolist() == [[0, -5, 7, 9], [1, 0, 0, 0]]
+
+
+class _SortKeys(torch.nn.Module):
+    def forward(self, keys):
+        return sort_keys(keys)
+
+
+def test_traced_sort_keys_matches_a_plain_sort():
+    """The exported sort (keys sorted with sentinels in front of them) against ``torch.sort`` on keys
+    with ties, zeros and the int64 maximum: the same values, and an order that sorts the input
+    (ties may come in any order) and names only the N input keys."""
+    big = torch.iinfo(torch.int64).max
+    example = torch.randint(0, 50, (2048,), generator=torch.Generator().manual_seed(0))
+    program = torch.export.export(_SortKeys(), (example,),
+                                  dynamic_shapes={"keys": {0: torch.export.Dim("n", min=1)}})
+    for keys in (torch.tensor([5, big, 0, big, 5, 0]), torch.tensor([0]),
+                 torch.randint(0, 2**62, (40_000,), generator=torch.Generator().manual_seed(1))):
+        values, order = program.module()(keys)
+        assert torch.equal(values, torch.sort(keys).values)
+        assert torch.equal(torch.sort(order).values, torch.arange(len(keys)))     # a permutation of 0..N-1
+        assert torch.equal(keys[order], values)
