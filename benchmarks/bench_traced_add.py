@@ -10,7 +10,7 @@ with about half the neighbours present, 64 → 64 channels, for each offset ``no
 ``scatter_add_`` over the rows broadcast to the columns. Inductor lowers the first to atomic float
 adds on CPU and leaves the second to ATen's kernel at more than one thread
 (``torch._inductor.config.cpp.fallback_scatter_reduce_sum``). Each line: ``min_ms`` / ``median_ms``
-over ``--repeats`` calls after the first (the compile), ``max_abs_diff`` against eager ``index_add_``,
+over ``--repeats`` calls after the first (the compile) and a warm-up, ``max_abs_diff`` against eager ``index_add_``,
 and with ``--profile`` ``self_ms``: self time per op (Inductor's kernels summed as ``inductor_kernels``,
 kernel profiling switched on, which also slows that run's timed calls a little) of one more call. Run each thread count in a process of its own
 (Inductor fixes its thread count at compile time; this script compiles per line).
@@ -19,13 +19,14 @@ from __future__ import annotations
 
 import argparse
 import json
-import statistics
 import time
 from collections import Counter
 from typing import Callable
 
 import torch
 from torch import Tensor
+
+from bench_latency import timed  # min / median after a warm-up, as every latency line here
 
 CHANNELS, KERNEL_VOLUME, IDENTITY = 64, 27, 13
 
@@ -90,13 +91,9 @@ def main() -> None:
                 start = time.perf_counter()
                 diff = float((conv(feats, table, weight) - ref).abs().max())
                 first_s = time.perf_counter() - start
-                times = []
-                for _ in range(args.repeats):
-                    start = time.perf_counter()
-                    conv(feats, table, weight)
-                    times.append((time.perf_counter() - start) * 1e3)
+                min_ms, median_ms = timed(lambda: conv(feats, table, weight), args.repeats)
                 record = dict(rows=rows, add=add, executor=executor, threads=args.threads, first_call_s=round(first_s, 1),
-                              max_abs_diff=diff, min_ms=round(min(times), 1), median_ms=round(statistics.median(times), 1))
+                              max_abs_diff=diff, min_ms=round(min_ms, 1), median_ms=round(median_ms, 1))
                 if args.profile:
                     record["self_ms"] = self_times(lambda: conv(feats, table, weight))
                 print(json.dumps(record), flush=True)
