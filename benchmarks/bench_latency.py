@@ -1,6 +1,6 @@
 """Batch-1 end-to-end latency, raw points in → per-point logits out, per executor; one JSON line per case.
 
-    python benchmarks/bench_latency.py [--threads 1 2] [--repeats 5] [--traced-conv pairs|table] [--profile] \
+    python benchmarks/bench_latency.py [--threads 1 2] [--repeats 5] [--traced-conv pairs|table|kernel] [--profile] \
         [--executors eager compiled exported aoti onnxruntime me_eager]
     python benchmarks/bench_latency.py --tiny --executors eager exported onnxruntime   # seconds: a smoke run
     PYTHONPATH=. /work/peers/.venv/bin/python benchmarks/bench_latency.py --executors eager me_eager  # with ME

@@ -1,12 +1,17 @@
 // Run a pcseg AOTInductor package from C++ (libtorch, no Python): points in, labels out.
 //
-//   aoti_run MODEL.pt2 POINTS.bin D C [LOGITS.bin]
+//   aoti_run [--ops LIBRARY.so] MODEL.pt2 POINTS.bin D C [LOGITS.bin]
 //
+// --ops: a library of the ops the package calls, loaded before it: pcseg's compiled CPU kernels
+// (python -c "from pcseg.sparse.kernels import cpu; print(cpu.library_path())") for a package
+// exported with the traced convolution form "kernel" (pcseg-export --traced-conv kernel).
 // POINTS.bin: float32 rows of D coordinates followed by C features (a SemanticKITTI
 // velodyne/*.bin scan is D=3, C=1: x, y, z, remission). Prints "points N classes K" and the
 // number of points per predicted class; writes the (N, K) float32 logits to LOGITS.bin if given.
 #include <ATen/ATen.h>
 #include <torch/csrc/inductor/aoti_package/model_package_loader.h>
+
+#include <dlfcn.h>
 
 #include <cstdio>
 #include <fstream>
@@ -15,8 +20,17 @@
 #include <vector>
 
 int main(int argc, char** argv) {
+  const char* program = argv[0];
+  if (argc > 2 && std::string(argv[1]) == "--ops") {
+    if (!dlopen(argv[2], RTLD_NOW | RTLD_GLOBAL)) {  // its static initialisers register the ops
+      std::cerr << "error: --ops " << argv[2] << ": " << dlerror() << "\n";
+      return 1;
+    }
+    argc -= 2;
+    argv += 2;
+  }
   if (argc < 5) {
-    std::cerr << "usage: " << argv[0] << " MODEL.pt2 POINTS.bin D C [LOGITS.bin]\n";
+    std::cerr << "usage: " << program << " [--ops LIBRARY.so] MODEL.pt2 POINTS.bin D C [LOGITS.bin]\n";
     return 2;
   }
   const std::string package = argv[1], points_path = argv[2];
@@ -42,8 +56,14 @@ int main(int argc, char** argv) {
   at::Tensor points = all.slice(1, 0, dim).contiguous();
   at::Tensor feats = all.slice(1, dim, row).contiguous();
 
-  torch::inductor::AOTIModelPackageLoader loader(package);
-  std::vector<at::Tensor> outputs = loader.run({points, feats});
+  std::vector<at::Tensor> outputs;
+  try {
+    torch::inductor::AOTIModelPackageLoader loader(package);
+    outputs = loader.run({points, feats});
+  } catch (const c10::Error& e) {  // e.g. a package calling pcseg's ops without --ops
+    std::cerr << "error: " << package << ": " << e.what_without_backtrace() << "\n";
+    return 1;
+  }
   at::Tensor logits = outputs.at(0).contiguous();
   at::Tensor labels = logits.argmax(1);
   std::cout << "points " << logits.size(0) << " classes " << logits.size(1) << "\n";

@@ -2,13 +2,15 @@
 
     pcseg-export --config configs/semantickitti/supervised.yaml \\
         --checkpoint work_dirs/semantickitti/supervised/model_best.pth --format {pt2,aoti,onnx} \\
-        [--out PATH] [--voxel-size 0.05] [--traced-conv {pairs,table}] [key=value …]
+        [--out PATH] [--voxel-size 0.05] [--traced-conv {pairs,table,kernel}] [key=value …]
 
 (``python tools/export.py …`` from a checkout is the same.)
 
 pt2: torch.export archive (``torch.export.load(PATH).module()(points, feats)``, no pcseg needed);
 aoti: AOTInductor package for this machine (C++: examples/aoti_cpp; takes minutes to compile);
 onnx: ONNX graph for ONNX Runtime (needs ``pip install pcseg[deploy]``).
+--traced-conv kernel (pt2, aoti): one call of pcseg's compiled CPU kernel per convolution; the
+process that runs the program must load the kernel library first (the tool prints its path).
 The voxel size is fixed in the program: ``data.kwargs.voxel_size`` of the config, else the dataset's
 default, else --voxel-size. Features are what the config's val transforms give (e.g. normalised colours).
 """
@@ -29,6 +31,7 @@ from pcseg.engine.cli import tool_errors
 from pcseg.engine.config import Config, ConfigKeyError, load_config, thaw
 from pcseg.models import build_model
 from pcseg.sparse.kernels import TRACED_CONVS
+from pcseg.sparse.kernels import cpu as cpu_kernels
 
 SAVERS = {"pt2": (save_pt2, ".pt2"), "aoti": (save_aoti, "_aoti.pt2"), "onnx": (save_onnx, ".onnx")}
 
@@ -42,10 +45,15 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
     parser.add_argument("--out", help="output file (default: next to the checkpoint, <stem>.pt2 / _aoti.pt2 / .onnx)")
     parser.add_argument("--voxel-size", type=float, help="voxel edge when the config and dataset give none")
     parser.add_argument("--traced-conv", choices=TRACED_CONVS, default="pairs",
-                        help="convolutions over present pairs (default, faster to run) or through the full "
-                             "neighbour table (aoti compiles ~3x faster)")
+                        help="convolutions over present pairs (default, runs everywhere), through the full "
+                             "neighbour table (aoti compiles ~3x faster than pairs) or as pcseg's compiled CPU "
+                             "kernel (pt2 / aoti, fastest; the runtime loads pcseg's kernel library)")
     parser.add_argument("overrides", nargs="*", help="dotted overrides, e.g. model.num_classes=19")
-    return parser.parse_args(argv)
+    args = parser.parse_args(argv)
+    if args.format == "onnx" and args.traced_conv == "kernel":
+        parser.error("--traced-conv kernel calls pcseg's compiled kernels, which ONNX cannot express; "
+                     "use --traced-conv pairs for onnx")
+    return args
 
 
 def config_voxel_size(cfg: Config, given: Optional[float]) -> float | list[float]:
@@ -82,6 +90,9 @@ def main(argv: Optional[Sequence[str]] = None) -> Path:
         print(f"wrote {out} ({args.format}): points (N, {module.dim}) float32 + feats (N, {module.in_channels}) "
               f"float32 -> logits (N, {cfg.model['num_classes']}), N >= 1, voxel size {list(module.voxel_size)}, "
               f"{time.perf_counter() - start:.0f} s")
+        if args.traced_conv == "kernel":
+            print(f"it calls pcseg's compiled CPU kernels: load {cpu_kernels.library_path()} before running it "
+                  f"(torch.ops.load_library in Python, aoti_run --ops in C++)")
         return out
 
 

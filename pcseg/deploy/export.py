@@ -13,6 +13,11 @@ Every format has the same signature: ``points`` (N, D) float32 and ``feats`` (N,
 - ONNX (:func:`save_onnx`): the dynamo exporter, for ONNX Runtime and other ONNX executors. The
   kernel-map look-up is a sort-merge (ONNX has no ``searchsorted``); :func:`onnx_op_types` lists
   the operators a graph uses. ONNX has no assertions, so out-of-range coordinates are not caught.
+
+A program exported with ``conv="kernel"`` calls pcseg's compiled CPU kernel once per convolution
+(``pcseg::conv_forward``) instead of per-offset torch ops: load the kernel library
+(:func:`pcseg.sparse.kernels.cpu.library_path`) before running it — ``torch.ops.load_library`` before
+``torch.export.load``, ``aoti_run --ops`` in C++ — and export ONNX from another form.
 """
 from __future__ import annotations
 
@@ -27,7 +32,8 @@ from pcseg.sparse.kernels import traced_conv
 
 from .pipeline import PointsToLogits
 
-__all__ = ["ONNX_OPS", "example_inputs", "export_program", "save_pt2", "save_aoti", "save_onnx", "onnx_op_types"]
+__all__ = ["ONNX_OPS", "example_inputs", "export_program", "save_pt2", "save_aoti", "save_onnx", "pcseg_ops",
+           "onnx_op_types"]
 
 #: The ONNX operators a MinkUNet-family graph uses (opset 18, standard domain): key packing (BitShift,
 #: BitwiseOr/And), unique and the sort-merge look-up (TopK as the sort, CumSum, NonZero,
@@ -65,7 +71,8 @@ def export_program(module: PointsToLogits, points: Tensor | None = None,
     is a dynamic dimension ``num_points >= 1``; every later size (voxels per stride) is data-dependent.
     conv: the traced form of the convolutions (:func:`pcseg.sparse.kernels.traced_conv`):
     ``"pairs"`` multiplies only present neighbours; ``"table"`` multiplies a zero row for each
-    missing one but compiles about 3× faster with AOTInductor.
+    missing one but compiles about 3× faster with AOTInductor; ``"kernel"`` is one call of pcseg's
+    compiled CPU kernel per convolution (float32 CPU; the runtime must load the kernel library).
     """
     module.eval()
     if points is None or feats is None:
@@ -101,6 +108,10 @@ def save_onnx(program: ExportedProgram, path: str | Path) -> Path:
     ``onnx`` and ``onnxscript`` packages (``pip install pcseg[deploy]``).
     """
     path = Path(path)
+    custom = pcseg_ops(program)
+    if custom:
+        raise ValueError(f"save_onnx: the program calls pcseg's compiled kernels ({', '.join(custom)}), which "
+                         f"ONNX cannot express; export it with conv='pairs' (pcseg-export --traced-conv pairs)")
     # The exporter decomposes the program in place, which leaves its symbolic shapes unusable for a
     # later AOTInductor compile: convert an independent copy (a serialisation round trip).
     buffer = io.BytesIO()
@@ -112,6 +123,13 @@ def save_onnx(program: ExportedProgram, path: str | Path) -> Path:
                                      optimize=False, verbose=False)
     onnx_program.save(str(path))
     return path
+
+
+def pcseg_ops(program: ExportedProgram) -> list[str]:
+    """The pcseg ops the program calls, sorted (``["pcseg.conv_forward.default"]`` for ``conv="kernel"``,
+    none for the other forms); a process running it loads :func:`pcseg.sparse.kernels.cpu.library_path` first."""
+    return sorted({str(n.target) for n in program.graph.nodes
+                   if n.op == "call_function" and str(n.target).startswith("pcseg.")})
 
 
 def onnx_op_types(path: str | Path) -> list[str]:

@@ -19,13 +19,15 @@ layers of one pass, so large CPU buffers are not faulted in anew by every layer.
 The torch path is plain torch and runs on CPU and CUDA tensors alike.
 
 A traced kernel map (``torch.export`` / ``torch.compile``, :meth:`KernelMap.from_table`) has a fixed
-(N_out, K) neighbour table instead of grouped pairs. The convolution then takes one of two traced
+(N_out, K) neighbour table instead of grouped pairs. The convolution then takes one of three traced
 forms (:func:`~pcseg.sparse.kernels.traced_conv`): ``"pairs"`` (default) takes each offset's
 present pairs from the table (one ``nonzero`` per offset, a data-dependent size) and adds
 ``gather_k(feats) @ W[k]`` into their output rows; ``"table"`` gathers every offset through the
 table, a zero row for each missing neighbour (more multiplications, faster Inductor compiles).
-Pooling reduces the rows gathered through the table. Plain differentiable ops that export,
-compile and ONNX express.
+Both are plain differentiable ops that export, compile and ONNX express. ``"kernel"`` is one call
+of the compiled CPU kernel per convolution (``pcseg::conv_forward``, float32 CPU): the program then
+names an op of pcseg's kernel library, which the process that runs it must load (no ONNX).
+Pooling reduces the rows gathered through the table.
 """
 from __future__ import annotations
 
@@ -145,7 +147,20 @@ def _conv_weight_grad(feats: Tensor, grad_out: Tensor, weight: Tensor, kmap: Ker
     return grad_weight
 
 
-_TRACED = {"pairs": _conv_pairs, "table": _conv_table}
+def _conv_kernel(feats: Tensor, weight: Tensor, kmap: KernelMap) -> Tensor:
+    """Traced convolution, form ``"kernel"``: one ``pcseg::conv_forward`` op through the neighbour table.
+
+    feats (N_in, C_in) float32 CPU, weight (K, C_in, C_out) float32 → (N_out, C_out) float32.
+    Raises ValueError for another dtype or device, RuntimeError where the kernels cannot be built.
+    """
+    if feats.device.type != "cpu" or feats.dtype != torch.float32:
+        raise ValueError(f"traced_conv('kernel') runs the compiled CPU kernel on float32 CPU tensors, got "
+                         f"{feats.dtype} on {feats.device}; trace with traced_conv('pairs')")
+    cpu_kernels.library_path()  # loads the ops, or says why they cannot be built
+    return torch.ops.pcseg.conv_forward(feats, kmap.neighbor_table(), weight)
+
+
+_TRACED = {"pairs": _conv_pairs, "table": _conv_table, "kernel": _conv_kernel}
 """The traced forms of a convolution (:data:`~pcseg.sparse.kernels.TRACED_CONVS`)."""
 
 

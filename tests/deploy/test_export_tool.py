@@ -70,3 +70,28 @@ def test_voxel_size_from_config_dataset_default_or_flag(tool, tmp_path):
     assert tool["config_voxel_size"](cfg, 0.2) == 0.2
     config.write_text(CONFIG.format(model="MinkUNet14A", voxel=", voxel_size: 0.08"))
     assert tool["config_voxel_size"](load_config(config), None) == 0.08
+
+
+def test_kernel_form_pt2_names_its_library_and_onnx_refuses_it(tool, tmp_path, clouds3d, capsys):
+    """--traced-conv kernel: a .pt2 that runs once pcseg's kernel library is loaded (the path the tool
+    prints), equal to eager; for onnx the flag is refused before anything is exported."""
+    from pcseg.sparse.kernels import cpu
+    if not cpu.available():
+        pytest.skip(f"the compiled CPU kernels do not build here: {cpu.unavailable_reason()}")
+    config, checkpoint = _write(tmp_path)
+    with pytest.raises(SystemExit) as exit_info:
+        tool["main"](["--config", str(config), "--checkpoint", str(checkpoint), "--format", "onnx",
+                      "--traced-conv", "kernel"])
+    assert exit_info.value.code == 2
+    assert "--traced-conv kernel calls pcseg's compiled kernels, which ONNX cannot express" in capsys.readouterr().err
+    out = tool["main"](["--config", str(config), "--checkpoint", str(checkpoint), "--format", "pt2",
+                        "--traced-conv", "kernel"])
+    assert f"load {cpu.library_path()} before running it" in capsys.readouterr().out
+    program = torch.export.load(str(out))
+    assert any(str(n.target) == "pcseg.conv_forward.default" for n in program.graph.nodes)
+    net = build_model({"name": "MinkUNet14A", "in_channels": 3, "num_classes": 5, "D": 3})
+    net.load_state_dict(torch.load(checkpoint, weights_only=True)["model"])
+    module = PointsToLogits(net, 0.1).eval()
+    for cloud in clouds3d:
+        with torch.no_grad():
+            assert_logits_match(program.module()(cloud.points, cloud.feats), eager_logits(module, cloud), cloud.name)

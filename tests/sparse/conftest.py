@@ -34,18 +34,18 @@ def cpu_kernels():
         pytest.skip(f"the compiled CPU kernels do not build here: {cpu.unavailable_reason()}")
 
 
-@pytest.fixture(params=["torch", "cpu", "fused", "traced_pairs", "traced_table"])
+@pytest.fixture(params=["torch", "cpu", "fused", "traced_pairs", "traced_table", "traced_kernel"])
 def conv_path(request):
     """Run a test on the torch pair path, on the compiled CPU kernels, with the fused Triton kernel
     switched on, and on the traced form of the kernel maps (the path of torch.export /
-    torch.compile) run eagerly, with each traced form of the convolution ("pairs", "table")."""
+    torch.compile) run eagerly, with each traced form of the convolution ("pairs", "table", "kernel")."""
     backend = {"torch": "torch", "cpu": "cpu", "fused": "fused"}.get(request.param, "torch")
     traced = request.param.removeprefix("traced_") if request.param.startswith("traced_") else "pairs"
     if request.param == "fused":
         request.getfixturevalue("triton_kernels")
-    elif request.param == "cpu":
+    elif request.param in ("cpu", "traced_kernel"):
         request.getfixturevalue("cpu_kernels")
-    elif request.param.startswith("traced_"):
+    if request.param.startswith("traced_"):
         request.getfixturevalue("table_maps")
     with conv_backend(backend), traced_conv(traced):
         yield request.param

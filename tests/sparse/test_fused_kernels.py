@@ -35,11 +35,13 @@ def test_the_kernel_is_an_explicit_choice(monkeypatch):
             pass
     with conv_backend("cpu"), pytest.raises(RuntimeError, match="take float32 CPU tensors, got torch.float16"):
         conv_kernel(cpu_dev, torch.float16)
-    monkeypatch.setattr(cpu, "_module", None)
+    monkeypatch.setattr(cpu, "_library", None)
     monkeypatch.setattr(cpu, "_error", "CalledProcessError: no compiler")  # a machine where the build failed
     assert conv_kernel(cpu_dev, f32) == "torch"
     with conv_backend("cpu"), pytest.raises(RuntimeError, match=r"could not be built \(CalledProcessError"):
         conv_kernel(cpu_dev, f32)
+    with pytest.raises(RuntimeError, match=r"could not be built here \(CalledProcessError"):
+        cpu.library_path()
     monkeypatch.setattr("importlib.util.find_spec", lambda name: None)  # Triton not installed
     with conv_backend("fused"), pytest.raises(RuntimeError, match="Triton cannot run on cpu"):
         conv_kernel(cpu_dev, f32)

@@ -23,6 +23,10 @@ While ``torch.export`` / ``torch.compile`` traces, convolutions run in the trace
   missing neighbour: several times the multiplications of ``"pairs"`` at typical occupancy, but
   no data-dependent sizes past the kernel maps, so Inductor (``torch.compile``, AOTInductor)
   compiles it about 3× faster (129 vs 392 s for a 16-channel U-Net here).
+* ``"kernel"``: one call of the compiled CPU kernel per convolution (``pcseg::conv_forward``,
+  float32 CPU tensors only): no per-offset ops in the graph, but the program names an op of
+  pcseg's kernel library (:func:`.cpu.library_path`), which the process that runs it must load
+  first, and ONNX cannot express it.
 """
 from __future__ import annotations
 
@@ -43,7 +47,7 @@ __all__ = ["CONV_BACKENDS", "TRACED_CONVS", "conv_backend", "conv_kernel", "comp
 CONV_BACKENDS = ("auto", "torch", "cpu", "fused")
 
 #: The traced forms of a convolution (see the module docstring).
-TRACED_CONVS = ("pairs", "table")
+TRACED_CONVS = ("pairs", "table", "kernel")
 
 _backend: ContextVar[str] = ContextVar("pcseg_conv_backend", default="auto")
 _traced = "pairs"  # a module global, not a ContextVar: torch.compile reads it while tracing (and guards on it)
@@ -63,7 +67,7 @@ def conv_backend(name: str) -> Iterator[None]:
 
 @contextmanager
 def traced_conv(name: str) -> Iterator[None]:
-    """Trace the sparse convolutions started inside the block in form ``name`` (``"pairs"`` or ``"table"``)."""
+    """Trace the sparse convolutions started inside the block in form ``name`` (one of :data:`TRACED_CONVS`)."""
     if name not in TRACED_CONVS:
         raise ValueError(f"traced_conv: expected one of {', '.join(TRACED_CONVS)}, got {name!r}")
     global _traced
@@ -75,7 +79,7 @@ def traced_conv(name: str) -> Iterator[None]:
 
 
 def traced_conv_name() -> str:
-    """The traced form a convolution traced now takes: ``"pairs"`` or ``"table"``."""
+    """The traced form a convolution traced now takes (one of :data:`TRACED_CONVS`)."""
     return _traced
 
 

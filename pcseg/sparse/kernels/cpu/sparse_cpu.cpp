@@ -5,9 +5,16 @@
 // output o through kernel offset k, or -1. The convolution computes each output row in a fixed order
 // (offsets 0..K-1, input channels 0..C_in-1), one row block per task, so its result does not depend
 // on the number of threads; the weight gradient sums the rows of offset k in row order, one task per
-// offset. Only float32 features; the Python side (pcseg/sparse/kernels/cpu.py) checks the inputs.
-#include <torch/extension.h>
+// offset. Only float32 features.
+//
+// The kernels are dispatcher ops, pcseg::conv_forward, pcseg::conv_weight_grad and
+// pcseg::lookup_table (CPU), in a plain shared library without Python: Python loads it with
+// torch.ops.load_library (pcseg/sparse/kernels/cpu.py), and a C++ process that runs an
+// AOTInductor package calling them dlopens it before loading the package (examples/aoti_cpp).
+// Each op checks its inputs itself, since a compiled program calls it without the Python side.
+#include <ATen/ATen.h>
 #include <ATen/Parallel.h>
+#include <torch/library.h>
 
 #include <algorithm>
 #include <cstring>
@@ -65,11 +72,20 @@ inline void rows_times(const float** a, int64_t a_step, const float* b, int64_t 
   if (c0 < cols) tile_tail(a, a_step, b, cols, depth, acc, c0, cols, valid);
 }
 
-void check_table(const torch::Tensor& table, int64_t n_in, const char* what) {
-  TORCH_CHECK(table.dim() == 2 && table.scalar_type() == torch::kInt32 && table.is_contiguous(),
-              what, ": table must be a contiguous (N_out, K) int32 tensor");
+// x as a contiguous float32 tensor of `dims` dimensions, else an error naming the op and the argument.
+at::Tensor float_input(const at::Tensor& x, int64_t dims, const char* what, const char* name) {
+  TORCH_CHECK(x.dim() == dims && x.scalar_type() == at::kFloat, what, ": ", name, " must be a ", dims,
+              "-D float32 tensor, got a ", x.dim(), "-D ", x.scalar_type(), " tensor");
+  return x.contiguous();
+}
+
+// table as a contiguous (rows, K) int32 tensor whose entries are input rows below n_in, or -1.
+at::Tensor table_input(const at::Tensor& table, int64_t n_in, const char* what) {
+  TORCH_CHECK(table.dim() == 2 && table.scalar_type() == at::kInt, what,
+              ": table must be a 2-D int32 tensor, got a ", table.dim(), "-D ", table.scalar_type(), " tensor");
   TORCH_CHECK(table.numel() == 0 || table.max().item<int32_t>() < n_in, what, ": table refers to row ",
               table.max().item<int32_t>(), " of ", n_in, " input rows");
+  return table.contiguous();
 }
 
 }  // namespace
@@ -77,11 +93,13 @@ void check_table(const torch::Tensor& table, int64_t n_in, const char* what) {
 // out[o] = sum_k feats[table[o, k]] @ weight[k]; feats (N_in, C_in), weight (K, C_in, C_out) float32.
 // Per block of BLOCK output rows and offset k: the rows with an input, then one column panel of
 // weight[k] (C_in x COLS, kept in L1) against all of them, ROWS at a time.
-torch::Tensor conv_forward(const torch::Tensor& feats, const torch::Tensor& table, const torch::Tensor& weight) {
-  check_table(table, feats.size(0), "conv_forward");
+at::Tensor conv_forward(const at::Tensor& feats_in, const at::Tensor& table_in, const at::Tensor& weight_in) {
+  const at::Tensor feats = float_input(feats_in, 2, "conv_forward", "feats");
+  const at::Tensor weight = float_input(weight_in, 3, "conv_forward", "weight");
+  const at::Tensor table = table_input(table_in, feats.size(0), "conv_forward");
   const int64_t n_out = table.size(0), k_vol = table.size(1), c_in = feats.size(1), c_out = weight.size(2);
   TORCH_CHECK(weight.size(0) == k_vol && weight.size(1) == c_in, "conv_forward: weight must be (K, C_in, C_out)");
-  auto out = torch::empty({n_out, c_out}, feats.options());
+  auto out = at::empty({n_out, c_out}, feats.options());
   const float* f = feats.data_ptr<float>();
   const float* w = weight.data_ptr<float>();
   const int32_t* t = table.data_ptr<int32_t>();
@@ -122,11 +140,13 @@ torch::Tensor conv_forward(const torch::Tensor& feats, const torch::Tensor& tabl
 
 // grad_weight[k] = sum_o feats[columns[k, o]]^T grad_out[o], (K, C_in, C_out) float32.
 // columns: the neighbour table transposed, (K, N_out) int32, so that one offset's rows are contiguous.
-torch::Tensor conv_weight_grad(const torch::Tensor& feats, const torch::Tensor& grad_out, const torch::Tensor& columns) {
-  check_table(columns, feats.size(0), "conv_weight_grad");
+at::Tensor conv_weight_grad(const at::Tensor& feats_in, const at::Tensor& grad_out_in, const at::Tensor& columns_in) {
+  const at::Tensor feats = float_input(feats_in, 2, "conv_weight_grad", "feats");
+  const at::Tensor grad_out = float_input(grad_out_in, 2, "conv_weight_grad", "grad_out");
+  const at::Tensor columns = table_input(columns_in, feats.size(0), "conv_weight_grad");
   const int64_t k_vol = columns.size(0), n_out = columns.size(1), c_in = feats.size(1), c_out = grad_out.size(1);
   TORCH_CHECK(grad_out.size(0) == n_out, "conv_weight_grad: grad_out must have N_out rows");
-  auto grad = torch::zeros({k_vol, c_in, c_out}, feats.options());
+  auto grad = at::zeros({k_vol, c_in, c_out}, feats.options());
   const float* f = feats.data_ptr<float>();
   const float* g = grad_out.data_ptr<float>();
   const int32_t* t = columns.data_ptr<int32_t>();
@@ -166,13 +186,13 @@ torch::Tensor conv_weight_grad(const torch::Tensor& feats, const torch::Tensor& 
 // table[out_order[j], k] = in_order[i] where in_keys[i] == out_keys[j] + offset_keys[k], else -1.
 // in_keys, out_keys: sorted int64; *_order: their rows in the coordinate sets. One merge join per
 // offset (the shifted queries stay sorted), one task per offset.
-torch::Tensor lookup_table(const torch::Tensor& in_keys, const torch::Tensor& in_order, const torch::Tensor& out_keys,
-                           const torch::Tensor& out_order, const torch::Tensor& offset_keys) {
+at::Tensor lookup_table(const at::Tensor& in_keys, const at::Tensor& in_order, const at::Tensor& out_keys,
+                           const at::Tensor& out_order, const at::Tensor& offset_keys) {
   for (const auto* x : {&in_keys, &in_order, &out_keys, &out_order, &offset_keys})
-    TORCH_CHECK(x->dim() == 1 && x->scalar_type() == torch::kInt64 && x->is_contiguous(),
+    TORCH_CHECK(x->dim() == 1 && x->scalar_type() == at::kLong && x->is_contiguous(),
                 "lookup_table: expected contiguous 1-D int64 tensors");
   const int64_t n_in = in_keys.size(0), n_out = out_keys.size(0), k_vol = offset_keys.size(0);
-  auto table = torch::empty({n_out, k_vol}, in_keys.options().dtype(torch::kInt32));
+  auto table = at::empty({n_out, k_vol}, in_keys.options().dtype(at::kInt));
   const int64_t* ik = in_keys.data_ptr<int64_t>();
   const int64_t* io = in_order.data_ptr<int64_t>();
   const int64_t* ok = out_keys.data_ptr<int64_t>();
@@ -192,8 +212,14 @@ torch::Tensor lookup_table(const torch::Tensor& in_keys, const torch::Tensor& in
   return table;
 }
 
-PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
-  m.def("conv_forward", &conv_forward, "sparse convolution through a neighbour table (float32)");
-  m.def("conv_weight_grad", &conv_weight_grad, "weight gradient of conv_forward (float32)");
-  m.def("lookup_table", &lookup_table, "neighbour table of sorted coordinate keys by merge join");
+TORCH_LIBRARY(pcseg, m) {
+  m.def("conv_forward(Tensor feats, Tensor table, Tensor weight) -> Tensor");
+  m.def("conv_weight_grad(Tensor feats, Tensor grad_out, Tensor columns) -> Tensor");
+  m.def("lookup_table(Tensor in_keys, Tensor in_order, Tensor out_keys, Tensor out_order, Tensor offset_keys) -> Tensor");
+}
+
+TORCH_LIBRARY_IMPL(pcseg, CPU, m) {
+  m.impl("conv_forward", &conv_forward);
+  m.impl("conv_weight_grad", &conv_weight_grad);
+  m.impl("lookup_table", &lookup_table);
 }
