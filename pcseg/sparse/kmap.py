@@ -20,7 +20,9 @@ gather-GEMM-scatter path); each is derived from the other when asked for. While 
 (:func:`~pcseg.sparse.coords.tracing`) the map is built as a fixed-shape ``(N_out, K)``
 neighbour table instead: no host syncs, no Python values taken from tensors, only the number of
 sites is data-dependent. Look-ups then use a sort-merge (:meth:`SortedKeys.lookup_sort_merge`)
-instead of ``searchsorted``, so the traced graph is expressible in ONNX.
+instead of ``searchsorted``, so the traced graph is expressible in ONNX; the traced convolution
+form ``"kernel"``, whose program calls the compiled kernels anyway, builds its tables with the
+compiled merge join (``pcseg::lookup_table``) instead.
 """
 from __future__ import annotations
 
@@ -32,7 +34,7 @@ from typing import Optional
 import torch
 from torch import Tensor
 
-from .kernels import compiled_kmaps, cpu as cpu_kernels
+from .kernels import compiled_kmaps, cpu as cpu_kernels, traced_conv_name
 from .coords import BATCH_BITS, axis_bits, check_range, offset_keys, pack_keys, sort_keys, tracing
 
 __all__ = ["kernel_offsets", "KernelMap", "build_kernel_map", "invert_table", "SortedKeys", "Workspace"]
@@ -303,6 +305,8 @@ def build_kernel_map(in_keys: SortedKeys, out_coords: Tensor, kernel_size: tuple
 
     On a CPU with the compiled kernels (:mod:`pcseg.sparse.kernels.cpu`) the neighbour table is
     built directly by a merge join of the sorted keys; otherwise by ``searchsorted`` into pairs.
+    While tracing, by a sort-merge look-up (plain ops that ONNX expresses), or by the compiled merge
+    join for the traced convolution form ``"kernel"``.
     """
     device = out_coords.device
     offsets = kernel_offsets(kernel_size, device) * torch.tensor(step, dtype=torch.int64, device=device)
@@ -314,12 +318,14 @@ def build_kernel_map(in_keys: SortedKeys, out_coords: Tensor, kernel_size: tuple
     symmetric = same_sites and all(k % 2 == 1 for k in kernel_size)
     identity = k_vol // 2 if symmetric else -1
     traced = tracing()
-    if not traced and compiled_kmaps(device):
+    # The compiled merge join (pcseg::lookup_table) runs eagerly where the compiled kernels serve, and
+    # while tracing the convolution form "kernel", whose program calls the compiled kernels anyway.
+    if (traced_conv_name() == "kernel") if traced else compiled_kmaps(device):
         if out_keys is None:
             out_keys = in_keys if same_sites else SortedKeys.from_coords(out_coords)
         table = cpu_kernels.lookup_table(in_keys.keys, in_keys.order, out_keys.keys, out_keys.order,
                                          offset_keys(offsets))
-        return KernelMap.from_table(table, n_in, identity, workspace)
+        return KernelMap.from_table(table, n_in, identity, workspace, traced=traced)
     # Submanifold maps are symmetric: offset K-1-k is -offset_k, whose pairs are those of k swapped.
     # So only the first half is searched; the centre is the identity and stores no pairs.
     searched = k_vol // 2 if symmetric else k_vol

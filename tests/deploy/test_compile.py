@@ -2,7 +2,9 @@
 
 The compiled graph builds the traced form of the kernel maps (neighbour tables); data-dependent
 sizes (unique voxels) need ``capture_dynamic_output_shape_ops``, the graph assertions
-``capture_scalar_outputs``. Slow: Inductor compiles forward and backward (minutes on 2 cores).
+``capture_scalar_outputs``. Slow: Inductor compiles forward and backward (minutes on 2 cores). Both
+the default traced form of the convolutions ("pairs") and "kernel" (the compiled CPU kernel as an op,
+its backward registered with it) are checked.
 """
 import time
 
@@ -12,10 +14,14 @@ import torch
 from deploy_helpers import make_clouds
 from pcseg.deploy import PointsToLogits
 from pcseg.models import MinkUNet
+from pcseg.sparse.kernels import cpu, traced_conv
 
 
 @pytest.mark.slow
-def test_compiled_training_step_equals_eager(capsys):
+@pytest.mark.parametrize("conv", ["pairs", "kernel"])
+def test_compiled_training_step_equals_eager(conv, capsys):
+    if conv == "kernel" and not cpu.available():
+        pytest.skip(f"the compiled CPU kernels do not build here: {cpu.unavailable_reason()}")
     cloud = make_clouds(3)[2]                                              # the single object
     labels = (cloud.points[:, 2] > cloud.points[:, 2].median()).long()
 
@@ -29,7 +35,8 @@ def test_compiled_training_step_equals_eager(capsys):
         return loss
 
     eager, compiled = build(), build()
-    with torch._dynamo.config.patch(capture_dynamic_output_shape_ops=True, capture_scalar_outputs=True):
+    with torch._dynamo.config.patch(capture_dynamic_output_shape_ops=True, capture_scalar_outputs=True), \
+            traced_conv(conv):
         start = time.perf_counter()
         loss_c = step(torch.compile(compiled, fullgraph=True))
         seconds = time.perf_counter() - start
@@ -38,4 +45,5 @@ def test_compiled_training_step_equals_eager(capsys):
     for (name, pe), (_, pc) in zip(eager.named_parameters(), compiled.named_parameters()):
         torch.testing.assert_close(pc.grad, pe.grad, rtol=1e-4, atol=1e-5, msg=lambda m: f"{name}: {m}")
     with capsys.disabled():
-        print(f"\ntorch.compile(fullgraph=True) of a training step: first call (compile) {seconds:.0f} s")
+        print(f"\ntorch.compile(fullgraph=True) of a training step, traced form {conv!r}: first call (compile) "
+              f"{seconds:.0f} s")

@@ -139,15 +139,21 @@ def test_tiny_unet_3d_all_executors(tiny3d, tiny3d_table, clouds3d):
 
 def test_tiny_unet_3d_kernel_form(tiny3d_kernel, clouds3d, tmp_path):
     """The kernel form: .pt2 (with the kernel library loaded, pcseg not imported) and AOTInductor, on
-    clouds and a full sweep; one op per convolution and nothing per offset; ONNX refuses it by name."""
+    clouds and a full sweep; one op per convolution and nothing per offset, the maps by the compiled
+    merge join (no sort-merge look-up); ONNX refuses it by name."""
     module, program, workdir = tiny3d_kernel
     convs = sum(isinstance(m, (SparseConv, SparseConvTranspose)) for m in module.modules())
     calls = [n for n in program.graph.nodes if n.op == "call_function"]
-    assert pcseg_ops(program) == ["pcseg.conv_forward.default"]
+    assert pcseg_ops(program) == ["pcseg.conv_forward.default", "pcseg.lookup_table.default"]
     assert sum(str(n.target) == "pcseg.conv_forward.default" for n in calls) == convs > 20
     assert not [n for n in calls if n.target in (torch.ops.aten.index_add.default, torch.ops.aten.mm.default)]
+    eager_maps = []                                  # the kernel maps an eager forward builds, one look-up each
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(cpu_kernels, "lookup_table", lambda *a: eager_maps.append(1) or torch.ops.pcseg.lookup_table(*a))
+        eager_logits(module, clouds3d[0])
+    assert sum(str(n.target) == "pcseg.lookup_table.default" for n in calls) == len(eager_maps) > 5
     check_all_executors(module, program, workdir, clouds3d + [full_sweep()], executors=("pt2", "aoti"))
-    with pytest.raises(ValueError, match=r"calls pcseg's compiled kernels \(pcseg.conv_forward.default\), which ONNX"):
+    with pytest.raises(ValueError, match=r"calls pcseg's compiled kernels \(pcseg.conv_forward.default, pcseg.lookup_table.default\), which ONNX"):
         save_onnx(program, tmp_path / "kernel.onnx")
 
 
