@@ -14,8 +14,9 @@ Every format has the same signature: ``points`` (N, D) float32 and ``feats`` (N,
   kernel-map look-up is a sort-merge (ONNX has no ``searchsorted``); :func:`onnx_op_types` lists
   the operators a graph uses. ONNX has no assertions, so out-of-range coordinates are not caught.
 
-A program exported with ``conv="kernel"`` calls pcseg's compiled CPU kernel once per convolution
-(``pcseg::conv_forward``) instead of per-offset torch ops: load the kernel library
+A program exported with ``conv="kernel"`` calls pcseg's compiled CPU kernels once per convolution
+(``pcseg::conv_forward``) and per kernel map (``pcseg::lookup_table``) instead of per-offset torch
+ops and a sort-merge look-up: load the kernel library
 (:func:`pcseg.sparse.kernels.cpu.library_path`) before running it — ``torch.ops.load_library`` before
 ``torch.export.load``, ``aoti_run --ops`` in C++ — and export ONNX from another form.
 """

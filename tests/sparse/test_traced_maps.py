@@ -1,7 +1,7 @@
 """The traced form of the sparse core: sort-merge look-up, unique keys, neighbour tables.
 
 The dense-oracle convolution and pooling tests also run on this form (``conv_path`` "traced_pairs"
-and "traced_table" in conftest.py); these tests check its pieces against hand-computed values and
+and "traced_table", "traced_kernel" in conftest.py); these tests check its pieces against hand-computed values and
 brute force.
 """
 import numpy as np
@@ -97,3 +97,15 @@ def test_offset_pairs_of_a_strided_table_by_hand():
     table = torch.tensor([[0, 1], [2, -1], [-1, 3]], dtype=torch.int32)
     kmap = KernelMap.from_table(table, 4, traced=True)
     assert _pairs_as_lists(kmap) == [(0, [0, 2], [0, 1]), (1, [1, 3], [0, 2])]
+
+
+def test_kernel_form_refuses_what_the_compiled_kernel_cannot_run(table_maps, cpu_kernels):
+    """traced_conv("kernel") on float64 features: a clear error naming the form to use, not a wrong result."""
+    from pcseg.sparse.kernels import traced_conv
+    coords = torch.tensor([[0, 0, 0, 0], [0, 1, 0, 0], [0, 0, 2, 1]], dtype=torch.int32)
+    conv = SparseConv(2, 3, kernel_size=3, dim=3).double()
+    with traced_conv("kernel"), pytest.raises(ValueError, match=r"float32 CPU tensors, got torch.float64 on cpu; "
+                                                                  r"trace with traced_conv\('pairs'\)"):
+        conv(SparseTensor(torch.ones(3, 2, dtype=torch.float64), coords))
+    with traced_conv("pairs"):                                           # the portable form runs it
+        assert conv(SparseTensor(torch.ones(3, 2, dtype=torch.float64), coords)).feats.dtype == torch.float64

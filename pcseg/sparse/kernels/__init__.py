@@ -23,10 +23,11 @@ While ``torch.export`` / ``torch.compile`` traces, convolutions run in the trace
   missing neighbour: several times the multiplications of ``"pairs"`` at typical occupancy, but
   no data-dependent sizes past the kernel maps, so Inductor (``torch.compile``, AOTInductor)
   compiles it about 3× faster (129 vs 392 s for a 16-channel U-Net here).
-* ``"kernel"``: one call of the compiled CPU kernel per convolution (``pcseg::conv_forward``,
-  float32 CPU tensors only): no per-offset ops in the graph, but the program names an op of
-  pcseg's kernel library (:func:`.cpu.library_path`), which the process that runs it must load
-  first, and ONNX cannot express it.
+* ``"kernel"``: one call of the compiled CPU kernels per convolution (``pcseg::conv_forward``,
+  float32 CPU tensors only) and per kernel map (``pcseg::lookup_table``): no per-offset ops in the
+  graph and eager's speed, but the program names ops of pcseg's kernel library
+  (:func:`.cpu.library_path`), which the process that runs it must load first, and ONNX cannot
+  express them.
 """
 from __future__ import annotations
 
