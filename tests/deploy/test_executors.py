@@ -7,7 +7,7 @@ The CI cases use a small U-Net (every MinkUNet stage, narrow widths) exported in
 of the convolutions ("pairs": .pt2 and ONNX Runtime at 1 and 2 threads; "table": .pt2, AOTInductor
 and the C++ example; "kernel", pcseg's compiled CPU kernel as an op: .pt2 with only the kernel library
 loaded, AOTInductor and the C++ example with ``--ops``); MinkUNet18A, Res16UNet34C and the D=2 MinkUNet14A run every executor on
-"pairs", and the small U-Net's "table" form in ONNX Runtime, with ``pytest -m slow`` (AOTInductor
+"pairs" (and .pt2 / AOTInductor on "kernel"), and the small U-Net's "table" form in ONNX Runtime, with ``pytest -m slow`` (AOTInductor
 compiles take minutes on 2 cores).
 """
 from __future__ import annotations
@@ -239,6 +239,17 @@ def test_cpp_example_runs_the_aoti_package(form, aoti_run, request, clouds3d, tm
 def test_registry_networks_3d_all_executors(name, voxel_size, export_cache, clouds3d):
     module, program, workdir = export_cache(name, lambda: calibrated(registry_net(name), voxel_size, clouds3d[0]))
     check_all_executors(module, program, workdir, clouds3d)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name,voxel_size", [("MinkUNet18A", 0.05), ("Res16UNet34C", 0.05)])
+def test_registry_networks_3d_kernel_form(name, voxel_size, export_cache, clouds3d):
+    """The registry networks in the kernel form: .pt2 (library only) and AOTInductor."""
+    if not cpu_kernels.available():
+        pytest.skip(f"the compiled CPU kernels do not build here: {cpu_kernels.unavailable_reason()}")
+    module = export_cache(name, lambda: calibrated(registry_net(name), voxel_size, clouds3d[0]))[0]
+    _, program, workdir = export_cache(f"{name}_kernel", lambda: module, conv="kernel")
+    check_all_executors(module, program, workdir, clouds3d, executors=("pt2", "aoti"))
 
 
 @pytest.mark.slow
