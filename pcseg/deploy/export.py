@@ -73,7 +73,8 @@ def export_program(module: PointsToLogits, points: Tensor | None = None,
     conv: the traced form of the convolutions (:func:`pcseg.sparse.kernels.traced_conv`):
     ``"pairs"`` multiplies only present neighbours; ``"table"`` multiplies a zero row for each
     missing one but compiles about 3× faster with AOTInductor; ``"kernel"`` is one call of pcseg's
-    compiled CPU kernel per convolution (float32 CPU; the runtime must load the kernel library).
+    compiled CPU kernels per convolution and per kernel map (float32 CPU; the runtime must load the
+    kernel library).
     """
     module.eval()
     if points is None or feats is None:
@@ -127,8 +128,9 @@ def save_onnx(program: ExportedProgram, path: str | Path) -> Path:
 
 
 def pcseg_ops(program: ExportedProgram) -> list[str]:
-    """The pcseg ops the program calls, sorted (``["pcseg.conv_forward.default"]`` for ``conv="kernel"``,
-    none for the other forms); a process running it loads :func:`pcseg.sparse.kernels.cpu.library_path` first."""
+    """The pcseg ops the program calls, sorted (``["pcseg.conv_forward.default", "pcseg.lookup_table.default"]``
+    for ``conv="kernel"``, none for the other forms); a process running it loads
+    :func:`pcseg.sparse.kernels.cpu.library_path` first."""
     return sorted({str(n.target) for n in program.graph.nodes
                    if n.op == "call_function" and str(n.target).startswith("pcseg.")})
 

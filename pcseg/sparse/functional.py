@@ -156,8 +156,7 @@ def _conv_kernel(feats: Tensor, weight: Tensor, kmap: KernelMap) -> Tensor:
     if feats.device.type != "cpu" or feats.dtype != torch.float32:
         raise ValueError(f"traced_conv('kernel') runs the compiled CPU kernel on float32 CPU tensors, got "
                          f"{feats.dtype} on {feats.device}; trace with traced_conv('pairs')")
-    cpu_kernels.library_path()  # loads the ops, or says why they cannot be built
-    return torch.ops.pcseg.conv_forward(feats, kmap.neighbor_table(), weight)
+    return cpu_kernels.conv_forward(feats, kmap.neighbor_table(), weight)
 
 
 _TRACED = {"pairs": _conv_pairs, "table": _conv_table, "kernel": _conv_kernel}

@@ -156,15 +156,16 @@ def library_path() -> Path:
 def conv_forward(feats: Tensor, table: Tensor, weight: Tensor) -> Tensor:
     """``pcseg::conv_forward`` (a ``pcseg::conv_forward`` range in ``torch.profiler`` traces).
 
-    feats (N_in, C_in) float32, table (N_out, K) int32, weight (K, C_in, C_out) float32 → (N_out, C_out)."""
-    load()
+    feats (N_in, C_in) float32, table (N_out, K) int32, weight (K, C_in, C_out) float32 → (N_out, C_out).
+    Each op raises RuntimeError (:func:`library_path`) where the kernels cannot be built."""
+    library_path()
     return torch.ops.pcseg.conv_forward(feats, table, weight)
 
 
 def conv_weight_grad(feats: Tensor, grad_out: Tensor, columns: Tensor) -> Tensor:
     """feats (N_in, C_in), grad_out (N_out, C_out) float32, columns (K, N_out) int32 (the table
     transposed) → (K, C_in, C_out)."""
-    load()
+    library_path()
     return torch.ops.pcseg.conv_weight_grad(feats, grad_out, columns)
 
 
@@ -175,6 +176,5 @@ def lookup_table(in_keys: Tensor, in_order: Tensor, out_keys: Tensor, out_order:
     in_keys, out_keys: (N,) sorted int64 keys; in_order, out_order: (N,) int64 rows of each sorted key;
     offset_keys: (K,) int64.
     """
-    load()
-    return torch.ops.pcseg.lookup_table(in_keys.contiguous(), in_order.contiguous(), out_keys.contiguous(),
-                                        out_order.contiguous(), offset_keys.contiguous())
+    library_path()
+    return torch.ops.pcseg.lookup_table(in_keys, in_order, out_keys, out_order, offset_keys)

@@ -79,6 +79,13 @@ at::Tensor float_input(const at::Tensor& x, int64_t dims, const char* what, cons
   return x.contiguous();
 }
 
+// x as a contiguous 1-D int64 tensor, else an error naming the argument of lookup_table.
+at::Tensor long_vector_input(const at::Tensor& x, const char* name) {
+  TORCH_CHECK(x.dim() == 1 && x.scalar_type() == at::kLong, "lookup_table: ", name,
+              " must be a 1-D int64 tensor, got a ", x.dim(), "-D ", x.scalar_type(), " tensor");
+  return x.contiguous();
+}
+
 // table as a contiguous (rows, K) int32 tensor whose entries are input rows below n_in, or -1.
 at::Tensor table_input(const at::Tensor& table, int64_t n_in, const char* what) {
   TORCH_CHECK(table.dim() == 2 && table.scalar_type() == at::kInt, what,
@@ -186,11 +193,12 @@ at::Tensor conv_weight_grad(const at::Tensor& feats_in, const at::Tensor& grad_o
 // table[out_order[j], k] = in_order[i] where in_keys[i] == out_keys[j] + offset_keys[k], else -1.
 // in_keys, out_keys: sorted int64; *_order: their rows in the coordinate sets. One merge join per
 // offset (the shifted queries stay sorted), one task per offset.
-at::Tensor lookup_table(const at::Tensor& in_keys, const at::Tensor& in_order, const at::Tensor& out_keys,
-                           const at::Tensor& out_order, const at::Tensor& offset_keys) {
-  for (const auto* x : {&in_keys, &in_order, &out_keys, &out_order, &offset_keys})
-    TORCH_CHECK(x->dim() == 1 && x->scalar_type() == at::kLong && x->is_contiguous(),
-                "lookup_table: expected contiguous 1-D int64 tensors");
+at::Tensor lookup_table(const at::Tensor& in_keys_in, const at::Tensor& in_order_in, const at::Tensor& out_keys_in,
+                        const at::Tensor& out_order_in, const at::Tensor& offset_keys_in) {
+  const at::Tensor in_keys = long_vector_input(in_keys_in, "in_keys"), in_order = long_vector_input(in_order_in, "in_order");
+  const at::Tensor out_keys = long_vector_input(out_keys_in, "out_keys");
+  const at::Tensor out_order = long_vector_input(out_order_in, "out_order");
+  const at::Tensor offset_keys = long_vector_input(offset_keys_in, "offset_keys");
   const int64_t n_in = in_keys.size(0), n_out = out_keys.size(0), k_vol = offset_keys.size(0);
   auto table = at::empty({n_out, k_vol}, in_keys.options().dtype(at::kInt));
   const int64_t* ik = in_keys.data_ptr<int64_t>();
