@@ -31,3 +31,11 @@ def device(request) -> torch.device:
     if dev.type == "cuda" and not torch.cuda.is_available():
         pytest.skip("PCSEG_TEST_DEVICES names cuda but no GPU is visible")
     return dev
+
+
+@pytest.fixture
+def cpu_kernels():
+    """Skips unless the compiled CPU kernels build here (a C++ compiler and torch's headers)."""
+    from pcseg.sparse.kernels import cpu
+    if not cpu.available():
+        pytest.skip(f"the compiled CPU kernels do not build here: {cpu.unavailable_reason()}")

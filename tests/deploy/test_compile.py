@@ -14,14 +14,14 @@ import torch
 from deploy_helpers import make_clouds
 from pcseg.deploy import PointsToLogits
 from pcseg.models import MinkUNet
-from pcseg.sparse.kernels import cpu, traced_conv
+from pcseg.sparse.kernels import traced_conv
 
 
 @pytest.mark.slow
 @pytest.mark.parametrize("conv", ["pairs", "kernel"])
-def test_compiled_training_step_equals_eager(conv, capsys):
-    if conv == "kernel" and not cpu.available():
-        pytest.skip(f"the compiled CPU kernels do not build here: {cpu.unavailable_reason()}")
+def test_compiled_training_step_equals_eager(conv, request, capsys):
+    if conv == "kernel":
+        request.getfixturevalue("cpu_kernels")
     cloud = make_clouds(3)[2]                                              # the single object
     labels = (cloud.points[:, 2] > cloud.points[:, 2].median()).long()
 

@@ -27,7 +27,7 @@ from pcseg.deploy import ONNX_OPS, onnx_op_types, pcseg_ops, save_aoti, save_onn
 from pcseg.models import MinkUNet, build_model
 from pcseg.sparse.nn import SparseConv, SparseConvTranspose
 from pcseg.sparse import CoordinateOverflowError
-from pcseg.sparse.kernels import cpu as cpu_kernels
+from pcseg.sparse.kernels import cpu
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -88,7 +88,7 @@ def check_all_executors(module, program, workdir: Path, clouds: list[Cloud],
     """The executors against eager on every cloud; returns the largest difference per executor."""
     refs = [eager_logits(module, c) for c in clouds]
     assert all(len(c.points) != 2048 for c in clouds)                   # not the export example's size
-    ops = str(cpu_kernels.library_path()) if pcseg_ops(program) else ""
+    ops = str(cpu.library_path()) if pcseg_ops(program) else ""
     results = {"pt2": run_pt2_subprocess(save_pt2(program, workdir / "model.pt2"), clouds, workdir, ops)}
     if "onnxruntime" in executors:
         pytest.importorskip("onnxscript")
@@ -118,11 +118,9 @@ def tiny3d_table(export_cache, tiny3d):
     return export_cache("tiny3d_table", lambda: tiny3d[0], conv="table")
 
 
-@pytest.fixture(scope="module")
-def tiny3d_kernel(export_cache, tiny3d):
+@pytest.fixture
+def tiny3d_kernel(export_cache, tiny3d, cpu_kernels):
     """The same network exported with the "kernel" form: one pcseg::conv_forward op per convolution."""
-    if not cpu_kernels.available():
-        pytest.skip(f"the compiled CPU kernels do not build here: {cpu_kernels.unavailable_reason()}")
     return export_cache("tiny3d_kernel", lambda: tiny3d[0], conv="kernel")
 
 
@@ -149,7 +147,7 @@ def test_tiny_unet_3d_kernel_form(tiny3d_kernel, clouds3d, tmp_path):
     assert not [n for n in calls if n.target in (torch.ops.aten.index_add.default, torch.ops.aten.mm.default)]
     eager_maps = []                                  # the kernel maps an eager forward builds, one look-up each
     with pytest.MonkeyPatch.context() as patch:
-        patch.setattr(cpu_kernels, "lookup_table", lambda *a: eager_maps.append(1) or torch.ops.pcseg.lookup_table(*a))
+        patch.setattr(cpu, "lookup_table", lambda *a: eager_maps.append(1) or torch.ops.pcseg.lookup_table(*a))
         eager_logits(module, clouds3d[0])
     assert sum(str(n.target) == "pcseg.lookup_table.default" for n in calls) == len(eager_maps) > 5
     check_all_executors(module, program, workdir, clouds3d + [full_sweep()], executors=("pt2", "aoti"))
@@ -207,7 +205,7 @@ def test_cpp_example_runs_the_aoti_package(form, aoti_run, request, clouds3d, tm
     package = workdir / "model_aoti.pt2"
     if not package.exists():
         save_aoti(program, package)
-    ops = ["--ops", str(cpu_kernels.library_path())] if form == "kernel" else []
+    ops = ["--ops", str(cpu.library_path())] if form == "kernel" else []
     cloud = clouds3d[1]
     points_bin, logits_bin = tmp_path / "sweep.bin", tmp_path / "logits.bin"
     torch.cat([cloud.points, cloud.feats], 1).numpy().astype(np.float32).tofile(points_bin)
@@ -243,10 +241,8 @@ def test_registry_networks_3d_all_executors(name, voxel_size, export_cache, clou
 
 @pytest.mark.slow
 @pytest.mark.parametrize("name,voxel_size", [("MinkUNet18A", 0.05), ("Res16UNet34C", 0.05)])
-def test_registry_networks_3d_kernel_form(name, voxel_size, export_cache, clouds3d):
+def test_registry_networks_3d_kernel_form(name, voxel_size, export_cache, clouds3d, cpu_kernels):
     """The registry networks in the kernel form: .pt2 (library only) and AOTInductor."""
-    if not cpu_kernels.available():
-        pytest.skip(f"the compiled CPU kernels do not build here: {cpu_kernels.unavailable_reason()}")
     module = export_cache(name, lambda: calibrated(registry_net(name), voxel_size, clouds3d[0]))[0]
     _, program, workdir = export_cache(f"{name}_kernel", lambda: module, conv="kernel")
     check_all_executors(module, program, workdir, clouds3d, executors=("pt2", "aoti"))

@@ -72,12 +72,10 @@ def test_voxel_size_from_config_dataset_default_or_flag(tool, tmp_path):
     assert tool["config_voxel_size"](load_config(config), None) == 0.08
 
 
-def test_kernel_form_pt2_names_its_library_and_onnx_refuses_it(tool, tmp_path, clouds3d, capsys):
+def test_kernel_form_pt2_names_its_library_and_onnx_refuses_it(tool, tmp_path, clouds3d, capsys, cpu_kernels):
     """--traced-conv kernel: a .pt2 that runs once pcseg's kernel library is loaded (the path the tool
     prints), equal to eager; for onnx the flag is refused before anything is exported."""
     from pcseg.sparse.kernels import cpu
-    if not cpu.available():
-        pytest.skip(f"the compiled CPU kernels do not build here: {cpu.unavailable_reason()}")
     config, checkpoint = _write(tmp_path)
     with pytest.raises(SystemExit) as exit_info:
         tool["main"](["--config", str(config), "--checkpoint", str(checkpoint), "--format", "onnx",

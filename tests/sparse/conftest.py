@@ -1,5 +1,5 @@
-"""Fixtures of the sparse-core tests: the compiled CPU kernels, the fused Triton kernel (in Triton's
-interpreter without a GPU) and the traced form of the kernel maps."""
+"""Fixtures of the sparse-core tests: the fused Triton kernel (in Triton's interpreter without a GPU)
+and the traced form of the kernel maps (``cpu_kernels`` is in tests/conftest.py)."""
 import importlib.util
 import os
 
@@ -24,14 +24,6 @@ def triton_kernels():
 def table_maps(monkeypatch):
     """Build kernel maps in their traced form (neighbour table, sort-merge look-up), run eagerly."""
     monkeypatch.setattr(kmap_module, "tracing", lambda: True)
-
-
-@pytest.fixture
-def cpu_kernels():
-    """Skips unless the compiled CPU kernels build here (a C++ compiler and torch's headers)."""
-    from pcseg.sparse.kernels import cpu
-    if not cpu.available():
-        pytest.skip(f"the compiled CPU kernels do not build here: {cpu.unavailable_reason()}")
 
 
 @pytest.fixture(params=["torch", "cpu", "fused", "traced_pairs", "traced_table", "traced_kernel"])
